@@ -1,0 +1,87 @@
+"""Small shared helpers: explicit randomness, input validation and atomic files."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+Seed = int | torch.Generator | None
+
+
+@contextlib.contextmanager
+def seeded(seed: Seed) -> Iterator[None]:
+    """Run a block on a private copy of torch's global RNG, seeded from ``seed``.
+
+    Pyro samples from torch's global generator, so explicit randomness means forking that
+    generator and restoring it afterwards: a seeded call leaves the caller's stream untouched.
+    ``None`` uses (and advances) the global stream; a ``torch.Generator`` supplies the seed.
+    """
+    if seed is None:
+        yield
+        return
+    if isinstance(seed, torch.Generator):
+        seed = int(torch.randint(0, 2**62, (), generator=seed))
+    elif not isinstance(seed, int | np.integer) or isinstance(seed, bool):
+        raise TypeError(f"seed must be an int, a torch.Generator or None, not {type(seed).__name__}")
+    devices = [torch.cuda.current_device()] if torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(int(seed))
+        yield
+
+
+def first_nonfinite(x: torch.Tensor) -> tuple[int, ...] | None:
+    """The index of the first NaN or infinite entry of ``x`` in row-major order, or ``None``."""
+    if not torch.is_floating_point(x):
+        return None
+    bad = ~torch.isfinite(x)
+    if not bool(bad.any()):
+        return None
+    flat = int(bad.reshape(-1).nonzero()[0, 0])
+    return tuple(int(i) for i in np.unravel_index(flat, tuple(x.shape)))
+
+
+def check_finite(x: torch.Tensor, what: str) -> None:
+    """Raise ``ValueError`` naming the row and column of the first non-finite value of ``x``."""
+    index = first_nonfinite(x)
+    if index is None:
+        return
+    value = x[index].item()
+    where = f"row {index[0]}"
+    if len(index) == 2:
+        where += f", column {index[1]}"
+    elif len(index) > 2:
+        where += f", entry {index[1:]}"
+    raise ValueError(
+        f"{what} has a non-finite value ({value}) at {where}; remove or impute that row first"
+    )
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """Write a file through ``write(tmp_path)`` into a temporary sibling, then rename it.
+
+    A failure part-way leaves any previous file at ``path`` intact; the rename is atomic on
+    POSIX file systems because the temporary file lives in the same directory.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        write(tmp_path)
+        os.replace(tmp_path, path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically (see :func:`atomic_write`)."""
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))

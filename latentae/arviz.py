@@ -1,0 +1,110 @@
+"""The one module that builds ArviZ ``InferenceData``, so that a port to ArviZ 1.x (where
+``from_dict`` and ``InferenceData`` change) touches one file."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from latentae._util import atomic_write
+
+if TYPE_CHECKING:
+    import arviz
+
+__all__ = ["from_draws", "load_netcdf", "save_netcdf"]
+
+
+def _numpy(t: Any) -> np.ndarray:
+    if torch.is_tensor(t):
+        t = t.detach().cpu()
+        if t.dtype == torch.bfloat16:
+            t = t.float()
+        return t.numpy()
+    return np.asarray(t)
+
+
+def _dims(name: str, shape: Sequence[int], row_dim: str | None) -> list[str]:
+    """Dimension names after (chain, draw): the row dimension, then the event's."""
+    lead = [row_dim] if row_dim is not None and len(shape) else []
+    event = shape[len(lead) :]
+    if len(event) == 1:
+        return [*lead, f"{name}_dim"]
+    return lead + [f"{name}_dim_{i}" for i in range(len(event))]
+
+
+def from_draws(
+    posterior: Mapping[str, Any],
+    *,
+    observed: Mapping[str, Any] | None = None,
+    sample_stats: Mapping[str, Any] | None = None,
+    row_dim: str | None = "obs",
+    attrs: Mapping[str, Any] | None = None,
+) -> arviz.InferenceData:
+    """Build ``InferenceData`` from draws with an explicit chain axis.
+
+    Args:
+        posterior: name -> array of shape ``(chain, draw, [rows,] *event)``.
+        observed: name -> array of shape ``([rows,] *event)`` for ``observed_data``.
+        sample_stats: name -> array of shape ``(chain, draw, ...)``.
+        row_dim: name of the dimension indexing observation rows (after chain and draw), or
+            ``None`` when the draws have no such axis.
+        attrs: attributes stored on every group (method, model, ...).
+
+    Example:
+        >>> idata = from_draws({"h": torch.zeros(4, 100, 3, 2)}, observed={"x": torch.zeros(3, 5)})
+        >>> dict(idata.posterior.sizes)
+        {'chain': 4, 'draw': 100, 'obs': 3, 'h_dim': 2}
+    """
+    import arviz as az
+
+    dims: dict[str, list[str]] = {}
+    post = {}
+    for name, value in posterior.items():
+        a = _numpy(value)
+        if a.ndim < 2:
+            raise ValueError(f"posterior draws {name!r} need a (chain, draw, ...) shape, got {a.shape}")
+        post[name] = a
+        dims[name] = _dims(name, a.shape[2:], row_dim)
+    obs = {}
+    for name, value in (observed or {}).items():
+        a = _numpy(value)
+        obs[name] = a
+        dims[name] = _dims(name, a.shape, row_dim)
+    stats = {}
+    for name, value in (sample_stats or {}).items():
+        a = _numpy(value)
+        stats[name] = a
+        dims[name] = _dims(name, a.shape[2:], row_dim)
+    kwargs: dict[str, Any] = {"dims": dims}
+    if obs:
+        kwargs["observed_data"] = obs
+    if stats:
+        kwargs["sample_stats"] = stats
+    idata = az.from_dict(posterior=post, attrs=dict(attrs or {}), **kwargs)
+    return idata
+
+
+def save_netcdf(idata: arviz.InferenceData, path: str | os.PathLike) -> Path:
+    """Write ``idata`` to ``path`` atomically: a failure leaves any previous file intact."""
+    return atomic_write(path, lambda tmp: idata.to_netcdf(str(tmp)))
+
+
+def load_netcdf(path: str | os.PathLike) -> arviz.InferenceData:
+    """Read ``InferenceData`` written by :func:`save_netcdf` fully into memory."""
+    import arviz as az
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no netcdf file at {str(path)!r}")
+    try:
+        idata = az.from_netcdf(str(path))
+        for group in idata.groups():
+            idata[group].load()
+    except Exception as e:
+        raise ValueError(f"{str(path)!r} is not a readable ArviZ netcdf file: {e}") from e
+    return idata
