@@ -1,5 +1,6 @@
 """latentae: latent-variable models seen as stochastic autoencoders."""
 
+from latentae.chains import sample_posterior
 from latentae.conditionals import (
     MLP,
     BernoulliConditional,
@@ -8,7 +9,6 @@ from latentae.conditionals import (
     FlowConditional,
     GaussianConditional,
 )
-from latentae.chains import sample_posterior
 from latentae.joint import ENCODER_METHODS, JointModel, ModelError
 from latentae.sbc import SBCResult, sbc
 

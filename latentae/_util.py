@@ -28,7 +28,9 @@ def seeded(seed: Seed) -> Iterator[None]:
     if isinstance(seed, torch.Generator):
         seed = int(torch.randint(0, 2**62, (), generator=seed))
     elif not isinstance(seed, int | np.integer) or isinstance(seed, bool):
-        raise TypeError(f"seed must be an int, a torch.Generator or None, not {type(seed).__name__}")
+        raise TypeError(
+            f"seed must be an int, a torch.Generator or None, not {type(seed).__name__}"
+        )
     devices = [torch.cuda.current_device()] if torch.cuda.is_initialized() else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(int(seed))
@@ -74,6 +76,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     os.close(fd)
     tmp_path = Path(tmp)
     try:
+        # mkstemp makes the file private (0600); give it the mode a plain open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_path, 0o666 & ~umask)
         write(tmp_path)
         os.replace(tmp_path, path)
     except BaseException:

@@ -67,7 +67,9 @@ def from_draws(
     for name, value in posterior.items():
         a = _numpy(value)
         if a.ndim < 2:
-            raise ValueError(f"posterior draws {name!r} need a (chain, draw, ...) shape, got {a.shape}")
+            raise ValueError(
+                f"posterior draws {name!r} need a (chain, draw, ...) shape, got {a.shape}"
+            )
         post[name] = a
         dims[name] = _dims(name, a.shape[2:], row_dim)
     obs = {}
@@ -85,7 +87,9 @@ def from_draws(
         kwargs["observed_data"] = obs
     if stats:
         kwargs["sample_stats"] = stats
-    idata = az.from_dict(posterior=post, attrs=dict(attrs or {}), **kwargs)
+    idata = az.from_dict(posterior=post, **kwargs)
+    for group in idata.groups():
+        idata[group].attrs.update(attrs or {})
     return idata
 
 

@@ -7,6 +7,7 @@ and the learned families (the output units of §14.4 of *Deep Learning*).
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -74,7 +75,7 @@ def MLP(in_features: int, out_features: int, hidden: Sequence[int] = (), activat
     """
     widths = [in_features, *hidden]
     layers: list[nn.Module] = []
-    for a, b in zip(widths[:-1], widths[1:], strict=True):
+    for a, b in itertools.pairwise(widths):
         layers += [nn.Linear(a, b), activation()]
     layers.append(nn.Linear(widths[-1], out_features))
     return nn.Sequential(*layers)
@@ -209,7 +210,11 @@ class GaussianConditional(_Standardized):
         W = self.event_scale[:, None] * A / self.context_scale
         b = self.event_loc + self.event_scale * (a - A @ (self.context_loc / self.context_scale))
         dist = self(self.context_loc.unsqueeze(0))
-        return W, b, dist.covariance_matrix[0] if self.cov != "diag" else torch.diag(dist.variance[0])
+        return (
+            W,
+            b,
+            dist.covariance_matrix[0] if self.cov != "diag" else torch.diag(dist.variance[0]),
+        )
 
 
 class CategoricalConditional(_Standardized):
@@ -283,19 +288,16 @@ class FlowConditional(_Standardized):
     ) -> None:
         _check_dims(context_dim=context_dim, event_dim=event_dim, transforms=transforms, bins=bins)
         super().__init__(context_dim, event_dim)
-        layers = []
-        for i in range(transforms):
-            if event_dim == 1:
-                layers.append(T.conditional_spline(1, context_dim, list(hidden), count_bins=bins))
-            else:
-                layers.append(
-                    T.conditional_spline_autoregressive(
-                        event_dim, context_dim, list(hidden), count_bins=bins
-                    )
-                )
-                if i < transforms - 1:
-                    layers.append(T.Permute(torch.arange(event_dim - 1, -1, -1)))
-        self.layers = nn.ModuleList(layers)
+        if event_dim == 1:
+            make = lambda: T.conditional_spline(1, context_dim, list(hidden), count_bins=bins)  # noqa: E731
+        else:
+            make = lambda: T.conditional_spline_autoregressive(  # noqa: E731
+                event_dim, context_dim, list(hidden), count_bins=bins
+            )
+        self.layers = nn.ModuleList(make() for _ in range(transforms))
+        # Reversing the order between autoregressive layers lets every coordinate condition
+        # on every other one.
+        self.register_buffer("reverse", torch.arange(event_dim - 1, -1, -1))
 
     def forward(self, context: Tensor) -> Distribution:
         c = self._whiten(context)
@@ -303,6 +305,10 @@ class FlowConditional(_Standardized):
         base = Independent(
             Normal(c.new_zeros(*batch, self.event_dim), c.new_ones(*batch, self.event_dim)), 1
         )
-        transforms = [t.condition(c) if hasattr(t, "condition") else t for t in self.layers]
+        transforms = []
+        for i, layer in enumerate(self.layers):
+            if i and self.event_dim > 1:
+                transforms.append(T.Permute(self.reverse))
+            transforms.append(layer.condition(c))
         transforms.append(AffineTransform(self.event_loc, self.event_scale, event_dim=1))
         return TransformedDistribution(base, transforms)

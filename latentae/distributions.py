@@ -46,8 +46,10 @@ class Enumerated(Distribution):
 
     @property
     def support(self):
-        return constraints.real if self.values.is_floating_point() else constraints.integer_interval(
-            int(self.values.min()), int(self.values.max())
+        return (
+            constraints.real
+            if self.values.is_floating_point()
+            else constraints.integer_interval(int(self.values.min()), int(self.values.max()))
         )
 
     def sample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:  # noqa: B008
@@ -122,7 +124,9 @@ class BatchReshape(Distribution):
 
     def __init__(self, base: Distribution, batch_shape: torch.Size) -> None:
         if math.prod(base.batch_shape) != math.prod(batch_shape):
-            raise ValueError(f"cannot reshape batch {tuple(base.batch_shape)} to {tuple(batch_shape)}")
+            raise ValueError(
+                f"cannot reshape batch {tuple(base.batch_shape)} to {tuple(batch_shape)}"
+            )
         self.base = base
         self.has_rsample = base.has_rsample
         super().__init__(torch.Size(batch_shape), base.event_shape, validate_args=False)
@@ -138,7 +142,9 @@ class BatchReshape(Distribution):
         return self._out(self.base.sample(sample_shape), torch.Size(sample_shape), self.event_shape)
 
     def rsample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:  # noqa: B008
-        return self._out(self.base.rsample(sample_shape), torch.Size(sample_shape), self.event_shape)
+        return self._out(
+            self.base.rsample(sample_shape), torch.Size(sample_shape), self.event_shape
+        )
 
     def log_prob(self, value: Tensor) -> Tensor:
         event = self.event_shape
@@ -173,7 +179,7 @@ class BatchReshape(Distribution):
 
 
 def reshape_batch(d: Distribution, batch_shape: torch.Size) -> Distribution:
-    """``d`` itself when its batch shape is already ``batch_shape``, else a :class:`BatchReshape`."""
+    """``d`` itself if its batch shape is already ``batch_shape``, else a :class:`BatchReshape`."""
     if tuple(d.batch_shape) == tuple(batch_shape):
         return d
     return BatchReshape(d, batch_shape)

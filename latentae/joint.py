@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import pyro
 import pyro.poutine as poutine
-from pyro.poutine.util import site_is_subsample
 import torch
+from pyro.poutine.util import site_is_subsample
 from torch.distributions import Distribution, constraints
 
 from latentae._util import Seed, check_finite, seeded
@@ -86,7 +86,9 @@ class JointModel:
         if not callable(model):
             raise ModelError(f"{self._where}: `model` must be a function model(n), got {model!r}")
         if not isinstance(latent, str) or not isinstance(observed, str):
-            raise ModelError(f"{self._where}: site names must be strings, got {latent!r}, {observed!r}")
+            raise ModelError(
+                f"{self._where}: site names must be strings, got {latent!r}, {observed!r}"
+            )
         if latent == observed:
             raise ModelError(
                 f"{self._where}: the latent and observed sites are both named {latent!r}; "
@@ -95,6 +97,8 @@ class JointModel:
         if data_fn is not None and not callable(data_fn):
             raise ModelError(f"{self._where}: `data` must be a function data() -> Tensor")
         self.model = model
+        #: The executed script, for its constants (``None`` for a model function).
+        self.module = None
         self.latent = latent
         self.observed = observed
         self._data_fn = data_fn
@@ -114,7 +118,9 @@ class JointModel:
         """
         path = Path(path)
         if not path.is_file():
-            raise ModelError(f"model script {str(path)!r} does not exist; pass the path of a .py file")
+            raise ModelError(
+                f"model script {str(path)!r} does not exist; pass the path of a .py file"
+            )
         if path.suffix != ".py":
             raise ModelError(f"model script {str(path)!r} is not a .py file")
         module_name = f"latentae_model_{path.stem}_{abs(hash(path.resolve()))}"
@@ -138,7 +144,9 @@ class JointModel:
             )
         latent = getattr(module, "LATENT", "h")
         observed = getattr(module, "OBSERVED", "x")
-        return cls(model, latent, observed, getattr(module, "data", None), path=path)
+        joint = cls(model, latent, observed, getattr(module, "data", None), path=path)
+        joint.module = module
+        return joint
 
     @property
     def _where(self) -> str:
@@ -480,7 +488,8 @@ def _is_linear_gaussian(jm: JointModel) -> bool:
         mean = d.mean.reshape(4, -1)
         var = d.variance.reshape(4, -1)
     scale = mean.abs().max() + 1
-    affine = torch.allclose(mean[2] - 2 * mean[1] + mean[0], torch.zeros_like(mean[0]), atol=1e-5 * scale)
+    affine = torch.allclose(
+        mean[2] - 2 * mean[1] + mean[0], torch.zeros_like(mean[0]), atol=1e-5 * scale
+    )
     homoscedastic = torch.allclose(var, var[:1].expand_as(var), rtol=1e-5)
     return bool(affine and homoscedastic)
-

@@ -159,7 +159,8 @@ class EnumerateEncoder(ModelEncoder):
         if not base.has_enumerate_support:
             raise ModelError(
                 f"{where}: encoder('enumerate') cannot list the support of {type(fn).__name__} "
-                f"at site {joint.latent!r}; use a Categorical or Bernoulli latent, or another method"
+                f"at site {joint.latent!r}; use a Categorical or Bernoulli latent, or another "
+                "method"
             )
         per_entry = base.enumerate_support(expand=False).reshape(-1)
         size = per_entry.numel() ** joint.latent_dim
@@ -255,7 +256,7 @@ class LaplaceEncoder(_Unconstrained):
         f = self.joint.log_joint(h, x)
         if self.transform is not None:
             ladj = self.transform.log_abs_det_jacobian(u.reshape(h.shape), h)
-            f = f + ladj.reshape(f.shape + (-1,)).sum(-1)
+            f = f + ladj.reshape((*f.shape, -1)).sum(-1)
         return f
 
     def _derivatives(self, u: Tensor, x: Tensor, create_graph: bool) -> tuple[Tensor, Tensor]:
@@ -266,7 +267,11 @@ class LaplaceEncoder(_Unconstrained):
             rows = []
             for j in range(self.k):
                 (r,) = torch.autograd.grad(
-                    g[:, j].sum(), u, retain_graph=True, create_graph=create_graph, allow_unused=True
+                    g[:, j].sum(),
+                    u,
+                    retain_graph=True,
+                    create_graph=create_graph,
+                    allow_unused=True,
                 )
                 rows.append(torch.zeros_like(u) if r is None else r)
         return g, torch.stack(rows, dim=-2)
@@ -316,6 +321,8 @@ class LaplaceEncoder(_Unconstrained):
             u = self._mode(x.detach(), self._start(x.detach()))
         keep_graph = torch.is_grad_enabled() and x.requires_grad
         g, H = self._derivatives(u, x, create_graph=keep_graph)
+        if not keep_graph:
+            g, H = g.detach(), H.detach()
         precision = -H
         if not bool(torch.linalg.cholesky_ex(precision.detach())[1].eq(0).all()):
             raise ValueError(
@@ -437,6 +444,9 @@ class NUTSEncoder(ModelEncoder):
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """Run the chains for one observation.
 
+        ``seed=None`` continues the current random stream (so consecutive rows get
+        independent chains); the encoder's own ``seed`` applies to whole calls of the encoder.
+
         Returns:
             ``(draws, stats)``: draws of shape ``(chains, samples, *latent_shape)`` and
             sample statistics of shape ``(chains, samples)`` (``diverging``).
@@ -448,7 +458,7 @@ class NUTSEncoder(ModelEncoder):
         model = poutine.condition(jm.model, data={jm.observed: x_row})
         draws, diverging = [], []
         # NUTS needs gradients even when the caller samples under torch.no_grad().
-        with seeded(self.seed if seed is None else seed), torch.enable_grad():
+        with seeded(seed), torch.enable_grad():
             for _ in range(num_chains):
                 kernel = NUTS(model, **self.nuts_options)
                 mcmc = MCMC(
@@ -470,7 +480,7 @@ class NUTSEncoder(ModelEncoder):
         rows = []
         with seeded(self.seed):
             for row in self._rows(x):
-                draws, _ = self.sample_chains(row, seed=None)
+                draws, _ = self.sample_chains(row)
                 rows.append(draws.reshape(-1, *self.joint.latent_shape))
         samples = torch.stack(rows)
         return WeightedSamples(samples, samples.new_zeros(samples.shape[:2]), method=self.method)
@@ -538,7 +548,10 @@ class AmortizedEncoder(ModelEncoder):
         with seeded(seed):
             if joint.latent_is_discrete:
                 support = joint.latent_support
-                if not isinstance(support, constraints.integer_interval) or support.lower_bound != 0:
+                if (
+                    not isinstance(support, constraints.integer_interval)
+                    or support.lower_bound != 0
+                ):
                     raise ModelError(
                         f"{joint._where}: an amortized encoder for a discrete latent needs the "
                         "support {0, ..., K-1} of a Categorical; use encoder('enumerate')"

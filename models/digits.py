@@ -41,5 +41,7 @@ def data():
 
 def model(n):
     with pyro.plate("data", n):
-        h = pyro.sample("h", dist.Normal(torch.zeros(LATENT_DIM), 1.0).expand([n, LATENT_DIM]).to_event(1))
+        h = pyro.sample(
+            "h", dist.Normal(torch.zeros(LATENT_DIM), 1.0).expand([n, LATENT_DIM]).to_event(1)
+        )
         pyro.sample("x", dist.Normal(h @ W.T + MU, NOISE).to_event(1))
