@@ -1,6 +1,8 @@
 """latentae: latent-variable models seen as stochastic autoencoders."""
 
+from latentae import corruption
 from latentae.chains import sample_posterior
+from latentae.checkpoint import CheckpointError, load_checkpoint
 from latentae.conditionals import (
     MLP,
     BernoulliConditional,
@@ -9,20 +11,46 @@ from latentae.conditionals import (
     FlowConditional,
     GaussianConditional,
 )
+from latentae.corruption import CorruptedEncoder, Corruption, corrupt
+from latentae.dae import DAELoss, FitResult, TrainingInterrupted, fit
 from latentae.joint import ENCODER_METHODS, JointModel, ModelError
 from latentae.sbc import SBCResult, sbc
+from latentae.units import (
+    BernoulliDecoder,
+    CategoricalDecoder,
+    FlowDecoder,
+    GaussianDecoder,
+    GaussianEncoder,
+    MixtureDecoder,
+)
 
 __all__ = [
     "ENCODER_METHODS",
     "MLP",
     "BernoulliConditional",
+    "BernoulliDecoder",
     "CategoricalConditional",
+    "CategoricalDecoder",
+    "CheckpointError",
     "Conditional",
+    "CorruptedEncoder",
+    "Corruption",
+    "DAELoss",
+    "FitResult",
     "FlowConditional",
+    "FlowDecoder",
     "GaussianConditional",
+    "GaussianDecoder",
+    "GaussianEncoder",
     "JointModel",
+    "MixtureDecoder",
     "ModelError",
     "SBCResult",
+    "TrainingInterrupted",
+    "corrupt",
+    "corruption",
+    "fit",
+    "load_checkpoint",
     "sample_posterior",
     "sbc",
 ]

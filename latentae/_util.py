@@ -31,7 +31,8 @@ def seeded(seed: Seed) -> Iterator[None]:
         raise TypeError(
             f"seed must be an int, a torch.Generator or None, not {type(seed).__name__}"
         )
-    devices = [torch.cuda.current_device()] if torch.cuda.is_initialized() else []
+    # torch.manual_seed reseeds every GPU, so every GPU's stream is saved and restored.
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(int(seed))
         yield
@@ -48,13 +49,16 @@ def first_nonfinite(x: torch.Tensor) -> tuple[int, ...] | None:
     return tuple(int(i) for i in np.unravel_index(flat, tuple(x.shape)))
 
 
-def check_finite(x: torch.Tensor, what: str) -> None:
-    """Raise ``ValueError`` naming the row and column of the first non-finite value of ``x``."""
+def check_finite(x: torch.Tensor, what: str, row_offset: int = 0) -> None:
+    """Raise ``ValueError`` naming the row and column of the first non-finite value of ``x``.
+
+    ``row_offset`` is added to the row number, for ``x`` a chunk of a larger table.
+    """
     index = first_nonfinite(x)
     if index is None:
         return
     value = x[index].item()
-    where = f"row {index[0]}"
+    where = f"row {index[0] + row_offset}"
     if len(index) == 2:
         where += f", column {index[1]}"
     elif len(index) > 2:

@@ -83,7 +83,7 @@ def MLP(in_features: int, out_features: int, hidden: Sequence[int] = (), activat
 
 def _check_dims(**dims: int) -> None:
     for name, value in dims.items():
-        if not isinstance(value, int) or value < 1:
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
@@ -164,15 +164,22 @@ class GaussianConditional(_Standardized):
         d = event_dim
         n_scale = {"diag": d, "lowrank": d + d * (rank or 0), "full": d * (d + 1) // 2}[cov]
         if self.hidden:
-            self.body = MLP(context_dim, self.hidden[-1], self.hidden[:-1])
+            body = MLP(context_dim, self.hidden[-1], self.hidden[:-1])
+            self.body = nn.Sequential(*body, nn.SiLU())
             self.loc_head = nn.Linear(self.hidden[-1], d)
             self.scale_head = nn.Linear(self.hidden[-1], n_scale)
             nn.init.zeros_(self.scale_head.weight)
-            nn.init.zeros_(self.scale_head.bias)
+            raw = self.scale_head.bias
         else:
             self.body = nn.Identity()
             self.loc_head = nn.Linear(context_dim, d)
             self.scale_raw = nn.Parameter(torch.zeros(n_scale))
+            raw = self.scale_raw
+        with torch.no_grad():
+            raw.zero_()
+            if cov == "lowrank":
+                # A low-rank factor started at zero has zero gradient and never moves.
+                raw[d:].normal_(0.0, 0.01)
         self.register_buffer("_tril", torch.tril_indices(d, d), persistent=False)
 
     def _scale_params(self, features: Tensor) -> Tensor:
@@ -287,6 +294,8 @@ class FlowConditional(_Standardized):
         bins: int = 8,
     ) -> None:
         _check_dims(context_dim=context_dim, event_dim=event_dim, transforms=transforms, bins=bins)
+        if not hidden:
+            raise ValueError("a flow's conditioner needs at least one hidden layer, got hidden=()")
         super().__init__(context_dim, event_dim)
         if event_dim == 1:
             make = lambda: T.conditional_spline(1, context_dim, list(hidden), count_bins=bins)  # noqa: E731

@@ -116,3 +116,10 @@ def test_validation_messages():
         lae.GaussianConditional(2, 0)
     with pytest.raises(ValueError, match=r"expects contexts with 2 features.*shape \(4, 3\)"):
         lae.GaussianConditional(2, 2)(torch.zeros(4, 3))
+
+
+def test_lowrank_factor_learns():
+    q = lae.GaussianConditional(2, 3, hidden=(8,), cov="lowrank", rank=1)
+    d = q(torch.randn(16, 2))
+    d.log_prob(torch.randn(16, 3)).sum().backward()
+    assert q.scale_head.weight.grad[3:].abs().sum() > 0  # the factor's rows get gradient
