@@ -11,8 +11,9 @@ from latentae.conditionals import (
     FlowConditional,
     GaussianConditional,
 )
-from latentae.corruption import CorruptedEncoder, Corruption, corrupt
+from latentae.corruption import Corruption
 from latentae.dae import DAELoss, FitResult, TrainingInterrupted, fit
+from latentae.denoising import CorruptedEncoder, corrupt
 from latentae.joint import ENCODER_METHODS, JointModel, ModelError
 from latentae.sbc import SBCResult, sbc
 from latentae.units import (

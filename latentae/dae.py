@@ -401,6 +401,12 @@ def fit(
         _feature_check(rows.take(torch.arange(1)), encoder, decoder)
         sampler = DistributedSampler(range(len(rows)), world, rank, shuffle=True, seed=seed)
         per_epoch = len(sampler) // local_batch
+    elif world > 1:
+        raise ValueError(
+            "under torch.distributed pass the data as a tensor, array or Dataset, so that "
+            "each rank reads its own shard; a DataLoader or iterable would be read whole by "
+            "every rank"
+        )
     else:
         per_epoch = len(data) if hasattr(data, "__len__") else None
     if steps is None:

@@ -18,17 +18,8 @@ from hypothesis import strategies as st
 
 from latentae._util import seeded
 from latentae.conditionals import GaussianConditional
-from latentae.corruption import (
-    BitFlip,
-    CorruptedEncoder,
-    Corruption,
-    CorruptionMarginal,
-    Gaussian,
-    Masking,
-    SaltAndPepper,
-    corrupt,
-    from_config,
-)
+from latentae.corruption import BitFlip, Corruption, Gaussian, Masking, SaltAndPepper, from_config
+from latentae.denoising import CorruptedEncoder, CorruptionMarginal, corrupt
 
 Z = 5.0  # standard errors allowed in every statistical comparison
 PROPERTY = settings(max_examples=25, deadline=None)

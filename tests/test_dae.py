@@ -289,3 +289,13 @@ def test_distributed_ranks_agree_and_match_one_process(tmp_path, noise):
         single = [*enc.state_dict().values(), *dec.state_dict().values()]
         for a, b in zip(r0, single, strict=True):
             assert torch.allclose(a, b, rtol=0, atol=1e-6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_trains_on_the_gpu_with_data_left_on_the_cpu():
+    _, x = ppca_data(1000)
+    enc, dec = small_pair()
+    result = lae.fit(enc, dec, x, Gaussian(SIGMA), steps=50, batch_size=64, device="cuda",
+                     progress=False)  # fmt: skip
+    assert next(result.encoder.parameters()).is_cuda and not x.is_cuda
+    assert all(np.isfinite(result.history["loss"]))
