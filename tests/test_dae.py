@@ -299,3 +299,31 @@ def test_trains_on_the_gpu_with_data_left_on_the_cpu():
                      progress=False)  # fmt: skip
     assert next(result.encoder.parameters()).is_cuda and not x.is_cuda
     assert all(np.isfinite(result.history["loss"]))
+
+
+TORCHRUN_SCRIPT = """
+import torch
+import latentae as lae
+from latentae.corruption import Gaussian
+
+torch.manual_seed(0)
+x = torch.randn(256, 3)
+enc, dec = lae.GaussianEncoder(3, 2), lae.GaussianDecoder(2, 3)
+lae.fit(enc, dec, x, Gaussian(0.3), steps=10, batch_size=32, progress=False,
+        checkpoint={checkpoint!r})
+"""
+
+
+def test_fit_runs_under_torchrun(tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "train.py"
+    script.write_text(TORCHRUN_SCRIPT.format(checkpoint=str(tmp_path / "run.pt")))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc_per_node=2", str(script)]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    state = load_checkpoint(tmp_path / "run.pt")  # written by rank 0 alone
+    assert state["config"]["world_size"] == 2 and state["step"] == 10
+    assert len(state["rng"]) == 2  # each rank's RNG state, for an exact resume
