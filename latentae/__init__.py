@@ -16,6 +16,14 @@ from latentae.dae import DAELoss, FitResult, TrainingInterrupted, fit
 from latentae.denoising import CorruptedEncoder, corrupt
 from latentae.joint import ENCODER_METHODS, JointModel, ModelError
 from latentae.sbc import SBCResult, sbc
+from latentae.stack import (
+    StackedDecoder,
+    StackedEncoder,
+    StackResult,
+    deep_autoencoder,
+    pretrain_stack,
+)
+from latentae.stats import TwoSampleResult, energy_distance, mmd2, two_sample_test
 from latentae.units import (
     BernoulliDecoder,
     CategoricalDecoder,
@@ -47,13 +55,22 @@ __all__ = [
     "MixtureDecoder",
     "ModelError",
     "SBCResult",
+    "StackResult",
+    "StackedDecoder",
+    "StackedEncoder",
     "TrainingInterrupted",
+    "TwoSampleResult",
     "corrupt",
     "corruption",
+    "deep_autoencoder",
+    "energy_distance",
     "fit",
     "load_checkpoint",
+    "mmd2",
+    "pretrain_stack",
     "sample_posterior",
     "sbc",
+    "two_sample_test",
 ]
 
 __version__ = "0.1.0"

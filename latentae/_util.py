@@ -40,7 +40,11 @@ def seeded(seed: Seed) -> Iterator[None]:
 
 def first_nonfinite(x: torch.Tensor) -> tuple[int, ...] | None:
     """The index of the first NaN or infinite entry of ``x`` in row-major order, or ``None``."""
-    if not torch.is_floating_point(x):
+    if not torch.is_floating_point(x) or x.numel() == 0:
+        return None
+    # A NaN or infinity shows in the minimum or maximum: one fast pass for the common case.
+    low, high = torch.aminmax(x)
+    if bool(torch.isfinite(low) & torch.isfinite(high)):
         return None
     bad = ~torch.isfinite(x)
     if not bool(bad.any()):

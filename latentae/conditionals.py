@@ -87,6 +87,14 @@ def _check_dims(**dims: int) -> None:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
+def _spread(t: Tensor) -> Tensor:
+    """Per-feature standard deviations, floored at 1/1000 of their mean: a feature that is
+    constant in the data (a blank pixel) must not get a vanishing scale, which would whiten
+    it into huge values or make a Gaussian's density on it unbounded."""
+    std = t.std(0)
+    return std.clamp_min(max(1e-3 * float(std.mean()), 1e-6))
+
+
 class _Standardized(Conditional):
     """Shared input/output standardization: contexts are whitened per coordinate before the
     network and the network's output is mapped back to the event's units, so the same
@@ -104,10 +112,10 @@ class _Standardized(Conditional):
     def standardize(self, context: Tensor, event: Tensor | None = None) -> _Standardized:
         """Set the standardization from example contexts (and events), rows as examples."""
         self.context_loc.copy_(context.mean(0))
-        self.context_scale.copy_(context.std(0).clamp_min(1e-6))
+        self.context_scale.copy_(_spread(context))
         if event is not None and self._standardizes_event:
             self.event_loc.copy_(event.mean(0))
-            self.event_scale.copy_(event.std(0).clamp_min(1e-6))
+            self.event_scale.copy_(_spread(event))
         return self
 
     _standardizes_event = True

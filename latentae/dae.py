@@ -105,7 +105,7 @@ class DAELoss(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x_tilde = self.corruption.sample(x)
-        total = x.new_zeros(())
+        total: Tensor | float = 0.0
         for j in range(self.walkback + 1):
             q = self.encoder(x_tilde)
             if q.has_rsample:
@@ -122,7 +122,7 @@ class DAELoss(nn.Module):
             if j < self.walkback:
                 with torch.no_grad():
                     x_tilde = self.corruption.sample(self.decoder(h).sample())
-        return total / (self.walkback + 1)
+        return total / (self.walkback + 1) if self.walkback else total
 
 
 # ---------------------------------------------------------------------------- data sources
@@ -399,7 +399,8 @@ def fit(
                 f"batch_size {batch_size} is larger than the {len(rows)} training rows"
             )
         _feature_check(rows.take(torch.arange(1)), encoder, decoder)
-        sampler = DistributedSampler(range(len(rows)), world, rank, shuffle=True, seed=seed)
+        n_rows = len(rows)
+        sampler = DistributedSampler(range(n_rows), world, rank, shuffle=True, seed=seed)
         per_epoch = len(sampler) // local_batch
     elif world > 1:
         raise ValueError(
@@ -415,7 +416,10 @@ def fit(
             raise ValueError("epochs=... needs data of known length; give steps=... instead")
         steps = epochs * per_epoch
     _positive("steps", steps)
-    val_every = val_every or max(1, steps // 20)
+    # About 20 scores per run, but never more often than one pass over the validation rows
+    # costs in training batches, so that scoring stays a small part of a short run.
+    n_val = len(val_x) if val_x is not None else 0
+    val_every = val_every or max(1, steps // 20, math.ceil(n_val / batch_size))
     if val_x is not None:
         check_finite(val_x, "the validation data")
         val_x = val_x.to(device=device, dtype=dtype)
@@ -443,8 +447,15 @@ def fit(
     if resume and path is not None and path.exists():
         state = load_checkpoint(path)
         _check_resume(state["config"], config, path)
-        encoder.load_state_dict(state["encoder"])
-        decoder.load_state_dict(state["decoder"])
+        for role, module in (("encoder", encoder), ("decoder", decoder)):
+            try:
+                module.load_state_dict(state[role])
+            except RuntimeError as e:
+                raise CheckpointError(
+                    f"the {role} in checkpoint {str(path)!r} does not fit this "
+                    f"{type(module).__name__}: {str(e).splitlines()[0]} (build the {role} "
+                    "with the sizes of the interrupted run)"
+                ) from None
         opt.load_state_dict(state["optimizer"])
         if sched is not None:
             sched.load_state_dict(state["scheduler"])
@@ -489,6 +500,16 @@ def fit(
             return f"the last good checkpoint {str(path)!r} (step {last_good}) is kept"
         return "no checkpoint was written"
 
+    def diverged(step: int) -> None:
+        """Distributions refuse NaN parameters with their own error: if training diverged,
+        raise the error that says so (the pending losses name the step)."""
+        flush(step)
+        if not all(bool(torch.isfinite(p).all()) for p in params):
+            raise FloatingPointError(
+                f"the parameters became non-finite by step {step}; {kept()}; lower the "
+                "learning rate or check the data"
+            ) from None
+
     def flush(step: int) -> None:
         nonlocal last_good
         if not pending:
@@ -522,7 +543,12 @@ def fit(
                     e, k = divmod(step, per_epoch)
                     if e != epoch:
                         sampler.set_epoch(e)
-                        shard, epoch = torch.tensor(list(sampler)), e
+                        # One process: DistributedSampler's own order, without its list.
+                        order = torch.randperm(
+                            n_rows, generator=torch.Generator().manual_seed(seed + e)
+                        )
+                        shard = order if world == 1 else torch.tensor(list(sampler))
+                        epoch = e
                     x = rows.take(shard[k * local_batch : (k + 1) * local_batch])
                 else:
                     try:
@@ -538,13 +564,7 @@ def fit(
                 try:
                     loss = model(x)
                 except (ValueError, RuntimeError):
-                    # Distributions refuse NaN parameters: if training diverged, say so.
-                    flush(step)
-                    if not all(bool(torch.isfinite(p).all()) for p in params):
-                        raise FloatingPointError(
-                            f"the parameters became non-finite before step {step + 1}; "
-                            f"{kept()}; lower the learning rate or check the data"
-                        ) from None
+                    diverged(step)
                     raise
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -565,7 +585,11 @@ def fit(
                     flush(step)
                     bar.set_postfix(loss=f"{history['loss'][-1]:.4g}")
                 if step % val_every == 0 or step == steps:
-                    validate(step)
+                    try:
+                        validate(step)
+                    except (ValueError, RuntimeError):
+                        diverged(step)
+                        raise
                 if step % checkpoint_every == 0 or step == steps or stop:
                     flush(step)
                     write(step)

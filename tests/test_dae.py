@@ -327,3 +327,13 @@ def test_fit_runs_under_torchrun(tmp_path):
     state = load_checkpoint(tmp_path / "run.pt")  # written by rank 0 alone
     assert state["config"]["world_size"] == 2 and state["step"] == 10
     assert len(state["rng"]) == 2  # each rank's RNG state, for an exact resume
+
+
+def test_resuming_with_other_networks_is_a_checkpoint_error(tmp_path):
+    _, x = ppca_data(300)
+    enc, dec = small_pair()
+    lae.fit(enc, dec, x, Gaussian(SIGMA), steps=5, checkpoint=tmp_path / "run.pt", progress=False)
+    wider = lae.GaussianEncoder(5, 2, hidden=(16,))
+    with pytest.raises(CheckpointError, match=r"encoder in checkpoint .* does not fit"):
+        lae.fit(wider, dec, x, Gaussian(SIGMA), steps=5, checkpoint=tmp_path / "run.pt",
+                resume=True, progress=False)  # fmt: skip

@@ -49,9 +49,20 @@ def test_python_example_runs(monkeypatch, capsys):
     }
 
 
+def test_training_example_runs(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    namespace = {}
+    exec(compile(blocks("python")[1], "README.md", "exec"), namespace)
+    result = namespace["result"]
+    assert result.steps == 500 and len(result.validation["nll"]) == 20
+    assert result.validation["nll"][-1] < result.validation["nll"][0]
+    assert namespace["p_enc"](namespace["x"][:3]).sample().shape == (3, 2)
+
+
 def test_model_script_example_meets_the_contract(tmp_path):
     script = tmp_path / "mine.py"
-    script.write_text(blocks("python")[1])
+    (model_script,) = [b for b in blocks("python") if "def model(n)" in b]
+    script.write_text(model_script)
     jm = lae.JointModel.from_file(script)
     assert (tuple(jm.latent_shape), tuple(jm.observed_shape)) == ((2,), (3,))
     assert jm.exact_methods() == ["laplace"]
