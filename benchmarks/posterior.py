@@ -51,7 +51,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import resource
 import runpy
 import statistics
@@ -71,6 +70,7 @@ import latentae as lae
 warnings.filterwarnings("ignore", category=FutureWarning, module="arviz")
 warnings.filterwarnings("ignore", message=".*ArviZ is undergoing a major refactor.*")
 import arviz as az  # noqa: E402
+from common import machine  # noqa: E402
 
 MODEL = Path(__file__).resolve().parents[1] / "models" / "ppca.py"
 TARGET = 1e4
@@ -107,19 +107,6 @@ class Row:
     @property
     def ess_per_s(self) -> float:
         return self.min_ess / self.seconds
-
-
-def machine() -> dict[str, Any]:
-    return {
-        "platform": platform.platform(),
-        "processor": platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "pyro": pyro.__version__,
-        "arviz": az.__version__,
-    }
 
 
 def exact_posterior(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -218,7 +205,7 @@ def run(sizes: Sizes) -> dict[str, Any]:
 
     ratios = {r.method: r.ess_per_s / base.ess_per_s for r in rows}
     return {
-        "machine": machine(),
+        "machine": machine(pyro=pyro.__version__, arviz=az.__version__),
         "load_average_before": load_before,
         "load_average_after": os.getloadavg(),
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

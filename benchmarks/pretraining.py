@@ -62,7 +62,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import statistics
 import sys
 import time
@@ -71,6 +70,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from common import machine
 
 import latentae as lae
 from latentae._util import seeded
@@ -102,16 +102,6 @@ class Sizes:
 
 FULL = Sizes(steps_per_layer=2000, finetune_steps=2000, seeds=5)
 QUICK = Sizes(steps_per_layer=100, finetune_steps=100, seeds=3)
-
-
-def machine() -> dict[str, Any]:
-    return {
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-    }
 
 
 def split(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
