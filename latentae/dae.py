@@ -23,12 +23,13 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import Dataset, DistributedSampler
 from tqdm.auto import tqdm
 
 from latentae._util import check_finite, seeded
 from latentae.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from latentae.corruption import Corruption
+from latentae.rows import CHUNK, split
 
 __all__ = ["DAELoss", "FitResult", "TrainingInterrupted", "fit"]
 
@@ -37,8 +38,6 @@ _RESUME_KEYS = (
     "steps", "batch_size", "corruption", "walkback", "seed", "optimizer", "lr",
     "weight_decay", "schedule", "world_size", "train_rows",
 )  # fmt: skip
-# Rows per chunk when scanning an array for non-finite values or scoring validation data.
-_CHUNK = 65536
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -123,71 +122,6 @@ class DAELoss(nn.Module):
                 with torch.no_grad():
                     x_tilde = self.corruption.sample(self.decoder(h).sample())
         return total / (self.walkback + 1) if self.walkback else total
-
-
-# ---------------------------------------------------------------------------- data sources
-
-
-class _Rows:
-    """Random access to training rows by index: a tensor, a numpy array (memory-mapped
-    arrays stay on disk: only the rows of a batch are read) or a map-style Dataset."""
-
-    def __init__(self, data: Any, rows: Tensor | None = None) -> None:
-        self.data, self.rows = data, rows
-
-    def __len__(self) -> int:
-        return len(self.rows) if self.rows is not None else len(self.data)
-
-    def take(self, index: Tensor) -> Tensor:
-        if self.rows is not None:
-            index = self.rows[index]
-        data = self.data
-        if torch.is_tensor(data):
-            return data[index.to(data.device)]
-        if isinstance(data, np.ndarray):
-            return torch.from_numpy(np.ascontiguousarray(data[index.numpy()]))
-        items = data.__getitems__(index.tolist()) if hasattr(data, "__getitems__") else None
-        if items is None:
-            items = [data[i] for i in index.tolist()]
-        # A Dataset may return (x, ...) tuples, like TensorDataset: x comes first.
-        items = [item[0] if isinstance(item, tuple | list) else item for item in items]
-        return torch.stack([torch.as_tensor(item) for item in items])
-
-
-def _check_array(data: np.ndarray | Tensor) -> None:
-    """Refuse non-finite values before training, naming the first one; chunked so that a
-    memory-mapped array is never read whole into memory."""
-    for start in range(0, len(data), _CHUNK):
-        chunk = data[start : start + _CHUNK]
-        chunk = chunk if torch.is_tensor(chunk) else torch.from_numpy(np.array(chunk))
-        check_finite(chunk, "the training data", row_offset=start)
-
-
-def _split(data: Any, validation: float | Tensor | None, seed: int) -> tuple[_Rows | None, Any]:
-    """Split off validation rows (a seeded random subset) from a tensor, array or Dataset."""
-    if isinstance(data, DataLoader) or not hasattr(data, "__getitem__"):
-        return None, None
-    if isinstance(data, Tensor | np.ndarray):
-        _check_array(data)
-        if data.ndim < 2:
-            raise ValueError(
-                f"data has shape {tuple(data.shape)}; pass rows as examples, shape (n, d)"
-            )
-    n = len(data)
-    if validation is None or (isinstance(validation, float | int) and validation == 0):
-        return _Rows(data), None
-    if torch.is_tensor(validation) or isinstance(validation, np.ndarray):
-        return _Rows(data), torch.as_tensor(validation)
-    if not 0 < validation < 1:
-        raise ValueError(
-            f"validation must be a fraction in [0, 1), a tensor or None, got {validation}"
-        )
-    n_val = max(1, round(validation * n))
-    if n - n_val < 1:
-        raise ValueError(f"validation={validation} leaves no training rows out of {n}")
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    val = _Rows(data, perm[:n_val]).take(torch.arange(n_val))
-    return _Rows(data, perm[n_val:].sort().values), val
 
 
 def _feature_check(x: Tensor, encoder: nn.Module, decoder: nn.Module) -> None:
@@ -392,7 +326,7 @@ def fit(
     dtype = params[0].dtype
     cuda = device.type == "cuda"
 
-    rows, val_x = _split(data, validation, seed)
+    rows, val_x = split(data, validation, seed)
     if rows is not None:
         if len(rows) < local_batch * world:
             raise ValueError(
@@ -485,7 +419,7 @@ def fit(
         # A fork of the RNG: scoring never moves the training stream, so resuming is exact.
         with seeded(seed + 1_000_003), torch.no_grad():
             total = 0.0
-            for chunk in val_x.split(_CHUNK):
+            for chunk in val_x.split(CHUNK):
                 x_tilde = corruption.sample(chunk)
                 q = encoder(x_tilde)
                 total += float(-decoder(q.sample()).log_prob(chunk).sum())

@@ -427,7 +427,7 @@ class JointModel:
             >>> tuple(jm.encoder("enumerate")(x).probs.shape)
             (5, 3)
         """
-        from latentae import posterior
+        from latentae import amortized, posterior
 
         if method == "auto":
             method = "enumerate" if self.latent_is_discrete else "laplace"
@@ -436,7 +436,7 @@ class JointModel:
             "laplace": posterior.LaplaceEncoder,
             "importance": posterior.ImportanceEncoder,
             "nuts": posterior.NUTSEncoder,
-            "amortized": posterior.AmortizedEncoder.fit,
+            "amortized": amortized.AmortizedEncoder.fit,
         }
         if method not in classes:
             raise ValueError(
