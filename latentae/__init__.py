@@ -1,6 +1,6 @@
 """latentae: latent-variable models seen as stochastic autoencoders."""
 
-from latentae import corruption
+from latentae import compat, corruption
 from latentae.chains import sample_posterior
 from latentae.checkpoint import CheckpointError, load_checkpoint
 from latentae.conditionals import (
@@ -60,6 +60,7 @@ __all__ = [
     "StackedEncoder",
     "TrainingInterrupted",
     "TwoSampleResult",
+    "compat",
     "corrupt",
     "corruption",
     "deep_autoencoder",
