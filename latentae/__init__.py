@@ -1,7 +1,7 @@
 """latentae: latent-variable models seen as stochastic autoencoders."""
 
-from latentae import compat, corruption
-from latentae.chains import sample_posterior
+from latentae import chains, compat, corruption
+from latentae.chains import GibbsResult, exact_gibbs, gibbs_chain, sample_posterior
 from latentae.checkpoint import CheckpointError, load_checkpoint
 from latentae.conditionals import (
     MLP,
@@ -51,6 +51,7 @@ __all__ = [
     "GaussianConditional",
     "GaussianDecoder",
     "GaussianEncoder",
+    "GibbsResult",
     "JointModel",
     "MixtureDecoder",
     "ModelError",
@@ -60,12 +61,15 @@ __all__ = [
     "StackedEncoder",
     "TrainingInterrupted",
     "TwoSampleResult",
+    "chains",
     "compat",
     "corrupt",
     "corruption",
     "deep_autoencoder",
     "energy_distance",
+    "exact_gibbs",
     "fit",
+    "gibbs_chain",
     "load_checkpoint",
     "mmd2",
     "pretrain_stack",

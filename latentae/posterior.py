@@ -244,6 +244,8 @@ class LaplaceEncoder(_Unconstrained):
             raise ValueError(f"num_starts must be a positive integer, got {num_starts!r}")
         self.max_iter, self.tol, self.num_starts, self.seed = max_iter, tol, num_starts, seed
         self.exact = "laplace" in joint.exact_methods()
+        if self.exact:  # a linear-Gaussian posterior has one mode: Newton needs no restarts
+            self.num_starts = 1
 
     def _objective(self, u: Tensor, x: Tensor) -> Tensor:
         h = self._to_latent(u)
