@@ -237,3 +237,86 @@ def test_no_interaction_anywhere_counts_as_compatible():
     r = interaction(enc, dec, torch.randn(20, 3), num_points=10, seed=0)
     assert (r.statistic, r.stderr) == (0.0, 0.0)
     assert math.isfinite(r.statistic)
+
+
+# ---------------------------------------------------------------------------- gibbs_test
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_gibbs_test_accepts_the_exact_pair(seed):
+    # For a compatible pair the p-value is uniform: each seed fails with probability 0.01.
+    jm = lae.JointModel.from_file(ROOT / "models" / "ppca.py")
+    _, x = jm.sample(3000, seed=10 + seed)
+    result = lae.compat.gibbs_test(jm.encoder("laplace"), jm.decoder(), x[:2000], x[2000:],
+                                   num_chains=1000, burn_in=20, seed=seed)  # fmt: skip
+    assert result.mmd_pvalue > 0.01 and result.energy_pvalue > 0.01
+    assert result.floor_energy_pvalue > 0.01  # two halves of one sample
+    assert set(result.to_dict()) >= {"mmd", "energy", "floor_mmd", "num_chains"}
+
+
+def test_gibbs_test_rejects_a_clearly_incompatible_pair():
+    jm = lae.JointModel.from_file(ROOT / "models" / "ppca.py")
+    w, mu, s = jm.module.W, jm.module.MU, jm.module.NOISE
+    decoder = lae.GaussianDecoder(2, 5, cov="diag")
+    with torch.no_grad():  # d(x|h) = N(2 W h + mu, s^2 I): twice the model's loadings
+        decoder.loc_head.weight.copy_(2 * w)
+        decoder.loc_head.bias.copy_(mu)
+        # softplus(raw + _SOFTPLUS_ONE) + _MIN_SCALE = s
+        raw = torch.tensor(s - _MIN_SCALE).expm1().log() - _SOFTPLUS_ONE
+        decoder.scale_raw.fill_(float(raw))
+        w2, b2, cov2 = decoder.linear_gaussian()
+    assert torch.allclose(w2, 2 * w) and torch.allclose(b2, mu)
+    assert torch.allclose(cov2, s**2 * torch.eye(5))
+    _, x = jm.sample(3000, seed=20)
+    result = lae.compat.gibbs_test(jm.encoder("laplace"), decoder, x[:2000], x[2000:],
+                                   num_chains=1000, burn_in=20, num_permutations=1999,
+                                   seed=0)  # fmt: skip
+    # 1999 permutations: the smallest attainable p-value, 1/2000, lies below the level.
+    assert result.mmd_pvalue < 0.001 and result.energy_pvalue < 0.001
+    assert result.floor_energy_pvalue > 0.001
+
+
+def test_gibbs_test_validates_its_input():
+    jm = lae.JointModel.from_file(ROOT / "models" / "ppca.py")
+    _, x = jm.sample(20, seed=0)
+    with pytest.raises(ValueError, match="num_chains must be a positive integer"):
+        lae.compat.gibbs_test(jm.encoder("laplace"), jm.decoder(), x, x, num_chains=0)
+    with pytest.raises(
+        ValueError, match=r"x_train rows have shape \(5,\) but x_heldout rows \(4,\)"
+    ):
+        lae.compat.gibbs_test(jm.encoder("laplace"), jm.decoder(), x, x[:, :4])
+
+
+# ---------------------------------------------------------------------------- check
+
+
+def test_check_runs_what_applies_to_a_model_pair():
+    jm = lae.JointModel.from_file(ROOT / "models" / "ppca.py")
+    _, x = jm.sample(2000, seed=0)
+    report = lae.compat.check(jm.encoder("laplace"), jm.decoder(), x, num_chains=500,
+                              burn_in=20, seed=0)  # fmt: skip
+    assert sorted(report.results) == ["cross_ratio", "gibbs", "interaction"]
+    assert "linear_gaussian" in report.skipped["gaussian"]
+    assert report["cross_ratio"].statistic < 1e-8 and report["interaction"].statistic < 1e-8
+    assert json.loads(json.dumps(report.to_dict()))["results"]["gibbs"]["num_chains"] == 500
+
+
+def test_check_on_a_dae_pair_includes_the_closed_forms():
+    jm = lae.JointModel.from_file(ROOT / "models" / "ppca.py")
+    _, x = jm.sample(1000, seed=0)
+    encoder, decoder = lae.GaussianEncoder(5, 2, noise=0.1), lae.GaussianDecoder(2, 5, cov="full")
+    report = lae.compat.check(encoder, decoder, x, corruption=lae.corruption.Gaussian(0.5),
+                              num_pairs=200, num_points=32, num_chains=200, burn_in=5,
+                              seed=0)  # fmt: skip
+    assert sorted(report.results) == ["cross_ratio", "gaussian", "gibbs", "interaction"]
+    # an untrained pair is far from compatible
+    assert report["gaussian"].mismatch > 0.1
+    assert report["cross_ratio"].statistic > 5 * report["cross_ratio"].stderr
+
+
+def test_check_refuses_nonfinite_data():
+    jm = lae.JointModel.from_file(ROOT / "models" / "ppca.py")
+    _, x = jm.sample(10, seed=0)
+    x[3, 1] = float("nan")
+    with pytest.raises(ValueError, match="row 3, column 1"):
+        lae.compat.check(jm.encoder("laplace"), jm.decoder(), x)
