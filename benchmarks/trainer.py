@@ -195,22 +195,13 @@ def baseline(pair: Pair, steps: int) -> None:
         step += this_epoch
 
 
-def fit_bare(pair: Pair, steps: int) -> None:
-    """latentae.fit without validation, progress bar or checkpoints."""
+def fit_bare(pair: Pair, steps: int, **defaults: Any) -> None:
+    """latentae.fit without validation, progress bar or checkpoints (unless ``defaults``
+    puts fit's own defaults back)."""
     encoder, decoder = pair.fresh()
-    lae.fit(
-        encoder,
-        decoder,
-        pair.data,
-        pair.corruption,
-        steps=steps,
-        batch_size=pair.batch_size,
-        lr=LR,
-        seed=SEED,
-        validation=None,
-        progress=False,
-        checkpoint=None,
-    )
+    options = {"validation": None, "progress": False} | defaults
+    lae.fit(encoder, decoder, pair.data, pair.corruption, steps=steps,
+            batch_size=pair.batch_size, lr=LR, seed=SEED, checkpoint=None, **options)  # fmt: skip
 
 
 class _FakeTerminal(io.StringIO):
@@ -232,20 +223,9 @@ def _stderr(sink: io.StringIO) -> Iterator[None]:
 def fit_defaults(pair: Pair, steps: int, terminal: bool = False) -> None:
     """latentae.fit with its default validation (0.1) and progress bar (True); the bar goes
     to a non-terminal (hidden by tqdm) or, with ``terminal``, to a fake terminal (drawn)."""
-    encoder, decoder = pair.fresh()
     sink = _FakeTerminal() if terminal else io.StringIO()
     with _stderr(sink):
-        lae.fit(
-            encoder,
-            decoder,
-            pair.data,
-            pair.corruption,
-            steps=steps,
-            batch_size=pair.batch_size,
-            lr=LR,
-            seed=SEED,
-            checkpoint=None,
-        )
+        fit_bare(pair, steps, validation=0.1, progress=True)
 
 
 def fit_drawn(pair: Pair, steps: int) -> None:
