@@ -24,6 +24,7 @@ from latentae.stack import (
     pretrain_stack,
 )
 from latentae.stats import TwoSampleResult, energy_distance, mmd2, two_sample_test
+from latentae.study import StudyResult, compatibility_study
 from latentae.units import (
     BernoulliDecoder,
     CategoricalDecoder,
@@ -59,10 +60,12 @@ __all__ = [
     "StackResult",
     "StackedDecoder",
     "StackedEncoder",
+    "StudyResult",
     "TrainingInterrupted",
     "TwoSampleResult",
     "chains",
     "compat",
+    "compatibility_study",
     "corrupt",
     "corruption",
     "deep_autoencoder",
