@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -21,3 +23,8 @@ def machine(**versions: str) -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         **versions,
     }
+
+
+def write_json(path: str, result: dict[str, Any]) -> None:
+    """Write a benchmark's figures as indented JSON."""
+    Path(path).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

@@ -48,7 +48,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import resource
@@ -70,7 +69,7 @@ import latentae as lae
 warnings.filterwarnings("ignore", category=FutureWarning, module="arviz")
 warnings.filterwarnings("ignore", message=".*ArviZ is undergoing a major refactor.*")
 import arviz as az  # noqa: E402
-from common import machine  # noqa: E402
+from common import machine, write_json  # noqa: E402
 
 MODEL = Path(__file__).resolve().parents[1] / "models" / "ppca.py"
 TARGET = 1e4
@@ -294,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     result = run(QUICK if args.quick else FULL)
     report(result)
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        write_json(args.json, result)
     return 0
 
 

@@ -59,7 +59,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import statistics
@@ -70,7 +69,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from common import machine
+from common import machine, write_json
 
 import latentae as lae
 from latentae._util import seeded
@@ -329,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     result["wall_seconds"] = wall
     report(result, wall)
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        write_json(args.json, result)
     return 0
 
 

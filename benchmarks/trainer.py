@@ -79,7 +79,6 @@ import copy
 import cProfile
 import gc
 import io
-import json
 import math
 import os
 import pstats
@@ -92,7 +91,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from common import machine
+from common import machine, write_json
 from torch import Tensor, nn
 
 import latentae as lae
@@ -449,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
     result = run(QUICK if args.quick else FULL, torch.device(args.device), args.profile)
     report(result)
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        write_json(args.json, result)
     return 0
 
 

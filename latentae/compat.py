@@ -55,6 +55,20 @@ _KRONECKER_MAX_DIM = 32
 _DOUBLING_MAX_ITER = 200
 
 
+def _json(result: Any, ints: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A result's fields as JSON-able Python values: the count fields named in ``ints`` as
+    ints, tensors as (nested lists of) floats, everything else as floats."""
+    out: dict[str, Any] = {}
+    for k, v in result._asdict().items():
+        if k in ints:
+            out[k] = int(v)
+        elif isinstance(v, Tensor):
+            out[k] = v.detach().cpu().tolist()
+        else:
+            out[k] = float(v)
+    return out
+
+
 class CrossRatioResult(NamedTuple):
     """The cross-ratio statistic: 0 iff e and d are compatible on the sampled pairs.
 
@@ -70,7 +84,7 @@ class CrossRatioResult(NamedTuple):
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as JSON-able Python numbers."""
-        return {k: (int(v) if k == "num_pairs" else float(v)) for k, v in self._asdict().items()}
+        return _json(self, ints=("num_pairs",))
 
 
 class InteractionResult(NamedTuple):
@@ -88,7 +102,7 @@ class InteractionResult(NamedTuple):
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as JSON-able Python numbers."""
-        return {k: (int(v) if k == "num_points" else float(v)) for k, v in self._asdict().items()}
+        return _json(self, ints=("num_points",))
 
 
 class GaussianResult(NamedTuple):
@@ -116,10 +130,7 @@ class GaussianResult(NamedTuple):
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as JSON-able Python numbers (tensors as nested lists of floats)."""
-        return {
-            k: (v.detach().cpu().tolist() if isinstance(v, Tensor) else float(v))
-            for k, v in self._asdict().items()
-        }
+        return _json(self)
 
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -475,10 +486,7 @@ class GibbsTestResult(NamedTuple):
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as JSON-able Python numbers."""
-        return {
-            k: (int(v) if k in ("num_chains", "burn_in") else float(v))
-            for k, v in self._asdict().items()
-        }
+        return _json(self, ints=("num_chains", "burn_in"))
 
 
 def gibbs_test(
