@@ -1,0 +1,144 @@
+"""Helpers shared by the subcommands: printing, number formatting, device checks, versions."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import platform
+import sys
+import warnings
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+
+PROG = "latentae"
+
+# Errors that mean "the input is wrong", not "latentae is broken": ModelError is a ValueError,
+# FileNotFoundError and PermissionError are OSErrors, FloatingPointError an ArithmeticError;
+# a RuntimeError mostly comes from torch evaluating the user's model on bad shapes or values.
+USER_ERRORS = (ValueError, OSError, ArithmeticError, RuntimeError)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("latentae")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        from latentae import __version__
+
+        return __version__
+
+
+def _say(args: argparse.Namespace, text: str = "") -> None:
+    if not getattr(args, "quiet", False):
+        print(text)
+
+
+def _describe_support(constraint: Any) -> str:
+    """A short human name for a torch constraint ("real", "integers 0..2", ...)."""
+    from torch.distributions import constraints
+
+    while isinstance(constraint, constraints.independent):
+        constraint = constraint.base_constraint
+    if constraint is constraints.real:
+        return "real"
+    if isinstance(constraint, constraints.boolean.__class__):
+        return "{0, 1}"
+    lower = getattr(constraint, "lower_bound", None)
+    upper = getattr(constraint, "upper_bound", None)
+    if isinstance(constraint, constraints.integer_interval):
+        return f"integers {_num(lower)}..{_num(upper)}"
+    if isinstance(constraint, constraints.interval | constraints.half_open_interval):
+        return f"interval [{_num(lower)}, {_num(upper)}]"
+    if isinstance(constraint, constraints.greater_than):
+        return f"greater than {_num(lower)}"
+    return str(constraint)
+
+
+def _num(value: Any) -> str:
+    try:
+        return f"{float(value):g}"
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _finite_or_none(value: Any) -> float | None:
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _tolist(t: torch.Tensor) -> Any:
+    """A tensor as (nested lists of) floats, with non-finite values as ``None`` for JSON."""
+    values = t.double().tolist()
+    if isinstance(values, float):
+        return _finite_or_none(values)
+
+    def clean(v: Any) -> Any:
+        return [clean(u) for u in v] if isinstance(v, list) else _finite_or_none(v)
+
+    return clean(values)
+
+
+def _check_device(device: str, learned: str | None) -> str:
+    """Check ``--device``; ``learned`` names what would run on it (``None``: nothing)."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"--device {device!r} is not a torch device; use cpu or cuda") from None
+    if dev.type != "cpu" and learned is None:
+        raise ValueError(
+            f"--device {device} applies only to learned networks (--method amortized or the "
+            "DAE); this run evaluates the model on the CPU and trains nothing, so drop --device"
+        )
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: torch sees no CUDA device here; use --device cpu")
+    return device
+
+
+def _import_arviz() -> Any:
+    # arviz 0.23 announces its 1.0 refactor with a FutureWarning on import: noise for a
+    # command-line user, who cannot act on it.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, module="arviz")
+        warnings.filterwarnings("ignore", message=".*ArviZ is undergoing", category=FutureWarning)
+        import arviz as az
+    return az
+
+
+def _versions(az: Any) -> dict[str, str]:
+    """Versions of what a result depends on (arviz only where it was used)."""
+    import pyro
+    import torch
+
+    versions = {"latentae": _version(), "torch": torch.__version__, "pyro": pyro.__version__}
+    if az is not None:
+        versions["arviz"] = az.__version__
+    return {**versions, "python": platform.python_version()}
+
+
+def _interrupted(error: KeyboardInterrupt) -> str:
+    """The one line for Ctrl-C: where the checkpoint is and how to go on, if one was written."""
+    dae = sys.modules.get("latentae.dae")
+    if dae is None or not isinstance(error, dae.TrainingInterrupted):
+        return f"{PROG}: interrupted"
+    if error.checkpoint is None:
+        return f"{PROG}: training interrupted at step {error.step}; no checkpoint was written"
+    return (
+        f"{PROG}: training interrupted at step {error.step}; checkpoint written to "
+        f"{str(error.checkpoint)!r}; rerun the same command with --resume to continue"
+    )
+
+
+def _flat(values: Any) -> list[Any]:
+    if isinstance(values, list):
+        return [v for u in values for v in _flat(u)]
+    return [values]
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4g}"
