@@ -55,11 +55,17 @@ _KRONECKER_MAX_DIM = 32
 _DOUBLING_MAX_ITER = 200
 
 
+# Result fields that hold the draws behind a statistic (for figures), left out of to_dict().
+_SAMPLES = ("delta_e", "delta_d", "draws", "heldout")
+
+
 def _json(result: Any, ints: tuple[str, ...] = ()) -> dict[str, Any]:
     """A result's fields as JSON-able Python values: the count fields named in ``ints`` as
     ints, tensors as (nested lists of) floats, everything else as floats."""
     out: dict[str, Any] = {}
     for k, v in result._asdict().items():
+        if k in _SAMPLES:
+            continue
         if k in ints:
             out[k] = int(v)
         elif isinstance(v, Tensor):
@@ -76,11 +82,15 @@ class CrossRatioResult(NamedTuple):
         statistic: mean((Δe − Δd)²) / mean(½Δe² + ½Δd²), in [0, 4].
         stderr: its delta-method standard error (pairs treated as independent).
         num_pairs: number of pairs it averages over.
+        delta_e, delta_d: the cross-differences of each pair, shape ``(num_pairs,)``; a
+            compatible pair has them equal (not in ``to_dict()``).
     """
 
     statistic: float
     stderr: float
     num_pairs: int
+    delta_e: Tensor | None = None
+    delta_d: Tensor | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as JSON-able Python numbers."""
@@ -244,7 +254,7 @@ def cross_ratio(
             "other conditional's support?)"
         )
     statistic, stderr = _ratio(num, den)
-    return CrossRatioResult(statistic, stderr, num_pairs)
+    return CrossRatioResult(statistic, stderr, num_pairs, delta_e, delta_d)
 
 
 # --- 2. interaction -----------------------------------------------------------------------------
@@ -471,6 +481,8 @@ class GibbsTestResult(NamedTuple):
             between two disjoint halves of the training rows.
         num_chains: chains run (one draw kept from each).
         burn_in: steps each chain ran.
+        draws: the late draw of each chain, shape ``(num_chains, *x_shape)``, and
+        heldout: the held-out rows they were tested against (neither in ``to_dict()``).
     """
 
     mmd: float
@@ -483,6 +495,8 @@ class GibbsTestResult(NamedTuple):
     floor_energy_pvalue: float
     num_chains: int
     burn_in: int
+    draws: Tensor | None = None
+    heldout: Tensor | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as JSON-able Python numbers."""
@@ -550,7 +564,7 @@ def gibbs_test(
     return GibbsTestResult(
         float(mmd.statistic), mmd.pvalue, float(energy.statistic), energy.pvalue,
         float(floor_mmd.statistic), floor_mmd.pvalue,
-        float(floor_energy.statistic), floor_energy.pvalue, num_chains, burn_in,
+        float(floor_energy.statistic), floor_energy.pvalue, num_chains, burn_in, draws, held,
     )  # fmt: skip
 
 

@@ -36,7 +36,7 @@ __all__ = ["DAELoss", "FitResult", "TrainingInterrupted", "fit"]
 # Settings whose change would make a resumed run differ from the interrupted one.
 _RESUME_KEYS = (
     "steps", "batch_size", "corruption", "walkback", "seed", "optimizer", "lr",
-    "weight_decay", "schedule", "world_size", "train_rows",
+    "weight_decay", "schedule", "world_size", "train_rows", "encoder", "decoder",
 )  # fmt: skip
 
 
@@ -366,7 +366,7 @@ def fit(
         "lr": lr, "weight_decay": weight_decay,
         "schedule": schedule if schedule is None or isinstance(schedule, str) else repr(schedule),
         "world_size": world, "train_rows": len(rows) if rows is not None else None,
-        "encoder": type(encoder).__name__, "decoder": type(decoder).__name__,
+        "encoder": _unit_config(encoder), "decoder": _unit_config(decoder),
     }  # fmt: skip
     loss_module = DAELoss(encoder, decoder, corruption, walkback)
     model = loss_module
@@ -551,6 +551,12 @@ def fit(
         path,
         config,
     )
+
+
+def _unit_config(unit: nn.Module) -> Any:
+    """A unit's ``to_config()`` (so a checkpoint says how to rebuild it), else its class name."""
+    to_config = getattr(unit, "to_config", None)
+    return to_config() if callable(to_config) else type(unit).__name__
 
 
 def _check_resume(saved: dict[str, Any], config: dict[str, Any], path: Path) -> None:

@@ -17,7 +17,8 @@ noise of a fixed scale (fig. 14.2).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -43,12 +44,14 @@ from latentae.conditionals import (
 )
 
 __all__ = [
+    "UNITS",
     "BernoulliDecoder",
     "CategoricalDecoder",
     "FlowDecoder",
     "GaussianDecoder",
     "GaussianEncoder",
     "MixtureDecoder",
+    "from_config",
 ]
 
 
@@ -103,6 +106,10 @@ class GaussianDecoder(GaussianConditional):
         super().__init__(h_dim, x_dim, hidden=_check_hidden(hidden), cov=cov, rank=rank)
         self.h_dim, self.x_dim = h_dim, x_dim
 
+    def to_config(self) -> dict[str, Any]:
+        """The constructor's arguments, for :func:`from_config`."""
+        return _config(self, cov=self.cov, rank=self.rank)
+
 
 class BernoulliDecoder(BernoulliConditional):
     """Independent Bernoulli p(x | h) with sigmoid output units (§14.4), for binary x.
@@ -125,6 +132,10 @@ class BernoulliDecoder(BernoulliConditional):
         _check_dims(h_dim=h_dim, x_dim=x_dim)
         super().__init__(h_dim, x_dim, hidden=_check_hidden(hidden))
         self.h_dim, self.x_dim, self.hidden = h_dim, x_dim, tuple(hidden)
+
+    def to_config(self) -> dict[str, Any]:
+        """The constructor's arguments, for :func:`from_config`."""
+        return _config(self)
 
 
 class CategoricalDecoder(CategoricalConditional):
@@ -158,6 +169,10 @@ class CategoricalDecoder(CategoricalConditional):
         super().__init__(h_dim, x_dim * num_classes, hidden=_check_hidden(hidden))
         self.h_dim, self.x_dim, self.hidden = h_dim, x_dim, tuple(hidden)
         self.num_classes = num_classes
+
+    def to_config(self) -> dict[str, Any]:
+        """The constructor's arguments, for :func:`from_config`."""
+        return _config(self, num_classes=self.num_classes)
 
     def forward(self, context: Tensor) -> Distribution:
         logits = self.net(self._whiten(context)).unflatten(-1, (self.x_dim, self.num_classes))
@@ -216,6 +231,10 @@ class MixtureDecoder(_Standardized):
             order = torch.argsort(torch.rand(d, k), dim=-1)
             out.bias[k : k + k * d] = quantiles[order].T.reshape(-1).to(out.bias)
 
+    def to_config(self) -> dict[str, Any]:
+        """The constructor's arguments, for :func:`from_config`."""
+        return _config(self, components=self.components, min_scale=self.min_scale)
+
     def forward(self, context: Tensor) -> Distribution:
         k, d = self.components, self.x_dim
         out = self.net(self._whiten(context))
@@ -258,6 +277,11 @@ class FlowDecoder(FlowConditional):
             raise ValueError("FlowDecoder needs at least one hidden layer, e.g. hidden=(64,)")
         super().__init__(h_dim, x_dim, hidden=hidden, transforms=transforms, bins=bins)
         self.h_dim, self.x_dim, self.hidden = h_dim, x_dim, hidden
+        self.transforms, self.bins = transforms, bins
+
+    def to_config(self) -> dict[str, Any]:
+        """The constructor's arguments, for :func:`from_config`."""
+        return _config(self, transforms=self.transforms, bins=self.bins)
 
 
 class GaussianEncoder(_Standardized):
@@ -302,6 +326,10 @@ class GaussianEncoder(_Standardized):
         self.noise = noise
         self.net = MLP(x_dim, h_dim, self.hidden)
 
+    def to_config(self) -> dict[str, Any]:
+        """The constructor's arguments, for :func:`from_config`."""
+        return _config(self, noise=self._noise)
+
     @property
     def noise(self) -> float:
         """Standard deviation of the injected noise (validated when set)."""
@@ -345,3 +373,59 @@ class GaussianEncoder(_Standardized):
         c = a - A @ (self.context_loc / self.context_scale)
         Sigma = self._noise**2 * torch.eye(self.h_dim, dtype=A.dtype, device=A.device)
         return V, c, Sigma
+
+
+def _config(unit: Any, **options: Any) -> dict[str, Any]:
+    """``{"name": <class>, <the leading dims>, "hidden": [...], **options}``, JSON-able."""
+    first, second = ("x_dim", "h_dim") if isinstance(unit, GaussianEncoder) else ("h_dim", "x_dim")
+    return {
+        "name": type(unit).__name__,
+        first: getattr(unit, first),
+        second: getattr(unit, second),
+        "hidden": list(unit.hidden),
+        **options,
+    }
+
+
+#: The encoder and decoder classes that :func:`from_config` rebuilds, by name.
+UNITS: dict[str, type] = {
+    cls.__name__: cls
+    for cls in (
+        GaussianDecoder,
+        BernoulliDecoder,
+        CategoricalDecoder,
+        MixtureDecoder,
+        FlowDecoder,
+        GaussianEncoder,
+    )
+}
+
+
+def from_config(config: Mapping[str, Any]) -> Any:
+    """Build an untrained encoder or decoder from its ``to_config()`` (e.g. as a checkpoint
+    records it); load the trained weights with ``load_state_dict``.
+
+    Raises:
+        ValueError: the config names no known unit or holds arguments it does not take.
+
+    Example:
+        >>> dec = GaussianDecoder(2, 3, hidden=(8,), cov="full")
+        >>> config = dec.to_config()
+        >>> config["name"], config["hidden"], config["cov"]
+        ('GaussianDecoder', [8], 'full')
+        >>> type(from_config(config)).__name__, from_config(config).cov
+        ('GaussianDecoder', 'full')
+    """
+    if not isinstance(config, Mapping) or config.get("name") not in UNITS:
+        name = config.get("name") if isinstance(config, Mapping) else config
+        raise ValueError(
+            f"unknown encoder or decoder {name!r}; a unit config needs a 'name' among "
+            f"{sorted(UNITS)}, as written by to_config()"
+        )
+    options = {k: v for k, v in config.items() if k != "name"}
+    if "hidden" in options:
+        options["hidden"] = tuple(options["hidden"])
+    try:
+        return UNITS[config["name"]](**options)
+    except TypeError as e:
+        raise ValueError(f"bad config for {config['name']}: {e}") from None

@@ -322,7 +322,13 @@ def test_fit_runs_under_torchrun(tmp_path):
     script.write_text(TORCHRUN_SCRIPT.format(checkpoint=str(tmp_path / "run.pt")))
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                "--nproc_per_node=2", str(script)]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    # The workers import latentae from this source tree, installed or not.
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                          env=env)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     state = load_checkpoint(tmp_path / "run.pt")  # written by rank 0 alone
     assert state["config"]["world_size"] == 2 and state["step"] == 10
@@ -334,6 +340,15 @@ def test_resuming_with_other_networks_is_a_checkpoint_error(tmp_path):
     enc, dec = small_pair()
     lae.fit(enc, dec, x, Gaussian(SIGMA), steps=5, checkpoint=tmp_path / "run.pt", progress=False)
     wider = lae.GaussianEncoder(5, 2, hidden=(16,))
-    with pytest.raises(CheckpointError, match=r"encoder in checkpoint .* does not fit"):
+    # A unit with to_config() is recorded in the checkpoint, so the message names both.
+    with pytest.raises(CheckpointError, match=r"written with encoder=.*\[8\].*this run has "
+                       r"encoder=.*\[16\]"):  # fmt: skip
         lae.fit(wider, dec, x, Gaussian(SIGMA), steps=5, checkpoint=tmp_path / "run.pt",
                 resume=True, progress=False)  # fmt: skip
+    # Any other module is recorded by class name; its weights then fail to load.
+    enc = lae.GaussianConditional(5, 2, hidden=(8,))
+    lae.fit(enc, dec, x, Gaussian(SIGMA), steps=5, checkpoint=tmp_path / "other.pt",
+            progress=False)  # fmt: skip
+    with pytest.raises(CheckpointError, match=r"encoder in checkpoint .* does not fit"):
+        lae.fit(lae.GaussianConditional(5, 2, hidden=(16,)), dec, x, Gaussian(SIGMA), steps=5,
+                checkpoint=tmp_path / "other.pt", resume=True, progress=False)  # fmt: skip
