@@ -6,13 +6,20 @@ import os
 import pickle
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
 from latentae._util import atomic_write
 
-__all__ = ["FORMAT", "CheckpointError", "load_checkpoint", "save_checkpoint"]
+__all__ = [
+    "FORMAT",
+    "CheckpointError",
+    "TrainedPair",
+    "load_checkpoint",
+    "load_pair",
+    "save_checkpoint",
+]
 
 #: The ``format`` entry of every latentae training checkpoint.
 FORMAT = "latentae.dae"
@@ -69,3 +76,80 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             f"latentae reads version {VERSION}"
         )
     return state
+
+
+class TrainedPair(NamedTuple):
+    """A DAE pair rebuilt from a checkpoint.
+
+    Attributes:
+        encoder: q(h | x̃), in eval mode.
+        decoder: p(x | h), in eval mode.
+        corruption: C(x̃ | x) it was trained with; p_enc(h | x) is
+            ``corrupt(encoder, corruption)``.
+        step: the optimizer steps it was trained for.
+        config: the training configuration recorded in the checkpoint.
+    """
+
+    encoder: Any
+    decoder: Any
+    corruption: Any
+    step: int
+    config: dict[str, Any]
+
+
+def load_pair(path: str | os.PathLike) -> TrainedPair:
+    """Rebuild the encoder, decoder and corruption of a :func:`latentae.fit` checkpoint.
+
+    The checkpoint records each unit's constructor arguments (``to_config()``), so no code
+    needs to know the architecture in advance.
+
+    Raises:
+        CheckpointError: the file is not a readable latentae checkpoint, or its networks are
+            not built-in units (rebuild those yourself and ``load_state_dict`` the weights
+            from :func:`load_checkpoint`).
+
+    Example:
+        >>> import tempfile, pathlib, torch
+        >>> import latentae as lae
+        >>> from latentae.corruption import Gaussian
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "run.pt"
+        >>> enc, dec = lae.GaussianEncoder(3, 2), lae.GaussianDecoder(2, 3, cov="full")
+        >>> _ = lae.fit(enc, dec, torch.randn(64, 3), Gaussian(0.3), steps=5, batch_size=16,
+        ...             checkpoint=path, progress=False)
+        >>> pair = load_pair(path)
+        >>> pair.decoder.cov, pair.corruption.sigma, pair.step
+        ('full', 0.3, 5)
+    """
+    from latentae.corruption import from_config as corruption_from_config
+    from latentae.units import from_config
+
+    state = load_checkpoint(path)
+    config = state.get("config", {})
+    modules = []
+    for role in ("encoder", "decoder"):
+        unit = config.get(role)
+        if not isinstance(unit, dict):
+            raise CheckpointError(
+                f"the {role} of checkpoint {str(path)!r} is a {unit!r}, which records no "
+                "constructor arguments; build it as it was trained and load the weights from "
+                f"load_checkpoint(path)[{role!r}]"
+            )
+        try:
+            module = from_config(unit)
+            # Built in the weights' own dtype: a float32 run is rebuilt in float32.
+            floats = [t for t in state[role].values() if t.is_floating_point()]
+            if floats:
+                module = module.to(floats[0].dtype)
+            module.load_state_dict(state[role])
+        except (ValueError, RuntimeError, KeyError) as e:
+            raise CheckpointError(
+                f"cannot rebuild the {role} of checkpoint {str(path)!r}: {str(e).splitlines()[0]}"
+            ) from None
+        modules.append(module.eval())
+    try:
+        corruption = corruption_from_config(config["corruption"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(
+            f"cannot rebuild the corruption of checkpoint {str(path)!r}: {e}"
+        ) from None
+    return TrainedPair(modules[0], modules[1], corruption, int(state["step"]), config)

@@ -20,7 +20,7 @@ from latentae._util import atomic_write
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-__all__ = ["loss_curve", "save_figure"]
+__all__ = ["compatibility_figure", "loss_curve", "save_figure"]
 
 # A history longer than this many steps gets a logarithmic step axis: a DAE's loss falls
 # steeply in the first few hundred steps and then slowly, and a linear axis squeezes the
@@ -160,3 +160,83 @@ def save_figure(fig: Figure, path: str | os.PathLike, *, dpi: int = 120) -> Path
     """
     # The temporary name ends in .tmp, so the format cannot be inferred from it.
     return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))
+
+
+# Points drawn in each scatter panel: enough to show the shape, few enough to stay legible.
+_SCATTER_POINTS = 2000
+
+
+def compatibility_figure(report: Any, *, title: str | None = None) -> Figure:
+    """The draws behind a :class:`~latentae.compat.CompatibilityReport`, side by side.
+
+    Left: the cross-differences Δd against Δe of the cross-ratio's pairs; a compatible pair
+    puts every point on the diagonal. Right: the Gibbs chains' late draws over the held-out
+    rows (the first two coordinates of x, or a histogram for scalar x); a compatible pair's
+    chain keeps the data law. A panel whose diagnostic did not run says why.
+
+    Args:
+        report: the result of :func:`latentae.compat.check`.
+        title: the figure's title.
+
+    Returns:
+        A two-panel Figure.
+
+    Example:
+        >>> import latentae as lae
+        >>> jm = lae.JointModel.from_file("models/ppca.py")
+        >>> _, x = jm.sample(200, seed=0)
+        >>> report = lae.compat.check(jm.encoder("laplace"), jm.decoder(), x, num_pairs=50,
+        ...                           num_points=10, num_chains=50, burn_in=2, seed=0)
+        >>> len(compatibility_figure(report).axes)
+        2
+    """
+    results, skipped = report.results, report.skipped
+    fig = Figure(figsize=(10, 4.4), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    cr = results.get("cross_ratio")
+    if cr is not None and cr.delta_e is not None:
+        de = cr.delta_e.detach().double().cpu().numpy()[:_SCATTER_POINTS]
+        dd = cr.delta_d.detach().double().cpu().numpy()[:_SCATTER_POINTS]
+        left.scatter(de, dd, s=6, alpha=0.5, color="C0", linewidths=0)
+        ends = np.nanpercentile(np.concatenate([de, dd]), [0.5, 99.5])
+        left.plot(ends, ends, color="0.3", lw=1, label="compatible: Δd = Δe")
+        left.set(xlabel="Δe (encoder cross-difference)", ylabel="Δd (decoder cross-difference)")
+        left.set_title(f"cross-ratio {cr.statistic:.3g} ± {cr.stderr:.2g}", fontsize=10)
+        left.legend(loc="upper left", fontsize=8)
+    else:
+        _note(left, "cross-ratio", skipped.get("cross_ratio", "not run"))
+    gibbs = results.get("gibbs")
+    if gibbs is not None and gibbs.draws is not None:
+        draws = gibbs.draws.detach().double().cpu().reshape(len(gibbs.draws), -1).numpy()
+        held = gibbs.heldout.detach().double().cpu().reshape(len(gibbs.heldout), -1).numpy()
+        if draws.shape[1] >= 2:
+            for points, label, color in ((held, "held-out data", "0.6"), (draws, "chains", "C3")):
+                points = points[:_SCATTER_POINTS]
+                right.scatter(points[:, 0], points[:, 1], s=6, alpha=0.5, color=color,
+                              label=label, linewidths=0)  # fmt: skip
+            right.set(xlabel="x[0]", ylabel="x[1]")
+        else:
+            bins = np.histogram_bin_edges(np.concatenate([held[:, 0], draws[:, 0]]), bins=40)
+            right.hist(held[:, 0], bins=bins, density=True, color="0.6", label="held-out data")
+            right.hist(draws[:, 0], bins=bins, density=True, histtype="step", color="C3",
+                       lw=1.5, label="chains")  # fmt: skip
+            right.set(xlabel="x", ylabel="density")
+        right.set_title(
+            f"Gibbs chains, {gibbs.burn_in} steps: MMD² p = {gibbs.mmd_pvalue:.2g}, "
+            f"energy p = {gibbs.energy_pvalue:.2g}",
+            fontsize=10,
+        )
+        right.legend(loc="upper left", fontsize=8)
+    else:
+        _note(right, "Gibbs test", skipped.get("gibbs", "not run"))
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def _note(ax: Axes, what: str, why: str) -> None:
+    """An empty panel that says why a diagnostic has no picture."""
+    ax.set_axis_off()
+    text = f"{what}: not applicable\n\n{why}"
+    ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True, fontsize=9,
+            transform=ax.transAxes)  # fmt: skip

@@ -155,12 +155,12 @@ def test_run_ppca_writes_posterior_netcdf(capsys, tmp_path):
         draws.mean(0), [row["mean"] for row in report["posterior"]], rtol=1e-6, atol=1e-9
     )
     # The summary ends with every file written.
-    names = ["posterior.nc", "checkpoint.pt", "loss.png", "report.json"]
+    names = ["posterior.nc", "checkpoint.pt", "loss.png", "compatibility.png", "report.json"]
     files = [str(out_dir / name) for name in names]
     assert report["files"] == files
     lines = out.rstrip("\n").splitlines()
-    assert lines[-5] == "wrote"
-    assert [line.strip() for line in lines[-4:]] == files
+    assert lines[-6] == "wrote"
+    assert [line.strip() for line in lines[-5:]] == files
     assert sorted(p.name for p in out_dir.iterdir()) == sorted(names)
     assert not list(out_dir.glob("*.tmp")), "atomic writes left a temporary file behind"
 
@@ -389,7 +389,7 @@ def test_info_prints_the_sites(capsys, model, expected):
 
 
 def test_help_and_version(capsys):
-    for command in ("run", "fit", "info"):
+    for command in ("run", "fit", "check", "info"):
         code, out, _ = run(capsys, command, "--help")
         assert code == 0
         assert f"usage: latentae {command}" in out
@@ -558,6 +558,14 @@ def test_run_adds_a_dae_section_and_keeps_the_report(capsys, tmp_path):
     assert (out_dir / "loss.png").read_bytes()[:8] == PNG_MAGIC
     assert report["timings_s"]["dae"] > 0
     assert "dae       encoder GaussianEncoder 5 -> 2" in out
+    # ... and the trained pair's compatibility, with its figure.
+    compat = report["compatibility"]
+    assert set(compat["results"]) == {"cross_ratio", "interaction", "gibbs"}
+    assert "affine encoder" in compat["skipped"]["gaussian"]
+    assert compat["rows"] == 1995 and report["timings_s"]["compatibility"] > 0
+    assert (out_dir / "compatibility.png").read_bytes()[:8] == PNG_MAGIC
+    assert str(out_dir / "compatibility.png") in report["files"]
+    assert "compat    cross_ratio" in out
 
 
 def test_run_no_dae_writes_no_checkpoint(capsys, tmp_path):

@@ -20,7 +20,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from latentae.cli import fit, info, run
+from latentae.cli import check, fit, info, run
 from latentae.cli._args import _parents, _Parser
 from latentae.cli._common import PROG, USER_ERRORS, _interrupted, _version
 
@@ -29,6 +29,7 @@ __all__ = ["main"]
 _COMMANDS: tuple[Callable[[Any, dict[str, argparse.ArgumentParser]], None], ...] = (
     run.add,
     fit.add,
+    check.add,
     info.add,
 )
 

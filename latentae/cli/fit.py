@@ -5,10 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    pass
+from typing import Any
 
 from latentae.cli._args import _subparser
 from latentae.cli._common import _check_device, _versions

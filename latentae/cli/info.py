@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    pass
+from typing import Any
 
 from latentae.cli._args import _subparser
 from latentae.cli._common import _describe_support, _say

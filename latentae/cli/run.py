@@ -28,6 +28,7 @@ from latentae.cli._common import (
     _tolist,
     _versions,
 )
+from latentae.cli._compat import compatibility_lines, compatibility_section
 from latentae.cli._dae import _dae_lines, _prepare_dae, _train_dae
 
 RUN_METHODS = ("auto", *ENCODER_METHODS)
@@ -56,8 +57,9 @@ def add(subparsers: Any, parents: dict[str, argparse.ArgumentParser]) -> None:
         "write posterior.nc (ArviZ InferenceData) and report.json (posterior means and sds,\n"
         "R-hat, ESS, the held-out log-likelihood, timings) into --out. Then train a\n"
         "denoising autoencoder on the other rows (as 'latentae fit' does), write\n"
-        'checkpoint.pt and loss.png and add its figures to report.json under "dae"\n'
-        "(--no-dae skips it).",
+        'checkpoint.pt and loss.png and add its figures to report.json under "dae"; then\n'
+        "measure the trained pair's compatibility (as 'latentae check' does), save\n"
+        'compatibility.png and add the figures under "compatibility" (--no-dae skips both).',
         "latentae run models/ppca.py --out runs/ppca --num-samples 1000 --seed 1",
     )
     p.add_argument("model", type=Path, metavar="MODEL.py", help="the model script")
@@ -272,15 +274,25 @@ def command(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     nc_path = save_netcdf(idata, out / "posterior.nc")
     lap("write_netcdf")
-    dae = None
+    dae = compatibility = None
     if plan is not None:
         dae = _train_dae(jm, plan, args)
         lap("dae")
+        compatibility = compatibility_section(
+            (plan.encoder, plan.decoder, plan.corruption),
+            plan.x.to(args.device),
+            out,
+            seed=args.seed,
+            title=f"{jm.name}: compatibility of the trained DAE pair",
+        )
+        lap("compatibility")
     timings["total"] = round(time.perf_counter() - start, 4)
     report_path = out / "report.json"
     files = [str(nc_path)]
     if dae is not None:
         files += [dae["checkpoint"], dae["loss_plot"]]
+    if compatibility is not None:
+        files.append(compatibility["plot"])
     files.append(str(report_path))
     report = {
         "command": "run",
@@ -332,6 +344,8 @@ def command(args: argparse.Namespace) -> int:
     }
     if dae is not None:
         report["dae"] = dae
+    if compatibility is not None:
+        report["compatibility"] = compatibility
     atomic_write_text(report_path, json.dumps(report, indent=2, allow_nan=False) + "\n")
 
     if not args.quiet:
@@ -372,6 +386,9 @@ def _print_run_summary(jm: JointModel, report: dict[str, Any]) -> None:
     print(f"loglik    mean held-out log p(x | h): {_fmt(report['heldout_loglik']['mean'])}")
     if "dae" in report:
         print("\n".join(_dae_lines(report["dae"])))
+    if "compatibility" in report:
+        lines = compatibility_lines(report["compatibility"])
+        print("\n".join(f"compat    {line}" for line in lines))
     print(f"time      {report['timings_s']['total']:.2f} s (after start-up)")
     for warning in report["warnings"]:
         print(f"warning   {warning}")
