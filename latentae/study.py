@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -212,6 +212,27 @@ class StudyResult:
             ax.legend(title="capacity", fontsize="small")
         return fig
 
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> StudyResult:
+        """Read a ``study.json`` written by :meth:`save` (``null`` figures become nan).
+
+        Raises:
+            ValueError: the file is not valid JSON or not a study (no ``cells``).
+        """
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(
+                f"{str(path)!r} is not readable JSON ({e}); delete it to start the study afresh"
+            ) from None
+        if not isinstance(data, dict) or not isinstance(data.get("cells"), list):
+            raise ValueError(f"{str(path)!r} holds no study (no 'cells' list)")
+        cells = [
+            {k: (math.nan if v is None else v) for k, v in cell.items()} for cell in data["cells"]
+        ]
+        return cls(cells, data.get("config", {}), float(data.get("seconds") or 0.0))
+
     def save(self, out_dir: str | os.PathLike) -> tuple[Path, Path]:
         """Write ``study.json`` and ``study.png`` into ``out_dir`` (created if needed), each
         atomically. Returns their paths."""
@@ -273,6 +294,28 @@ def _pair(capacity: Any, x_dim: int, h_dim: int, linear: bool) -> tuple[Any, Any
     )
 
 
+# Settings that must agree for an earlier study's cells to be reused (the grid itself, the
+# device and the wall times may differ).
+_RESUME_SETTINGS = (
+    "model", "linear_gaussian", "steps", "corruption_sigma", "encoder_noise", "batch_size",
+    "lr", "num_pairs", "num_chains", "burn_in", "num_permutations", "heldout_rows",
+)  # fmt: skip
+
+
+def _resumable_cells(
+    previous: StudyResult | None, config: dict[str, Any]
+) -> dict[tuple[int, str, int], dict[str, Any]]:
+    if previous is None:
+        return {}
+    for key in _RESUME_SETTINGS:
+        if previous.config.get(key) != config[key]:
+            raise ValueError(
+                f"the study to resume was run with {key}={previous.config.get(key)!r}, this one "
+                f"has {key}={config[key]!r}; use the same settings, or start afresh"
+            )
+    return {(c["n"], c["capacity"], c["seed"]): c for c in previous.cells}
+
+
 def compatibility_study(
     joint: JointModel,
     sizes: Sequence[int] = (200, 2000, 20000),
@@ -289,6 +332,8 @@ def compatibility_study(
     num_chains: int = 1000,
     burn_in: int = 50,
     num_permutations: int = 100,
+    resume_from: StudyResult | None = None,
+    callback: Callable[[StudyResult], None] | None = None,
 ) -> StudyResult:
     """Train DAE pairs on simulated data of several sizes and measure their compatibility.
 
@@ -325,12 +370,17 @@ def compatibility_study(
         lr: Adam learning rate.
         num_pairs: pairs of the cross-ratio.
         num_chains, burn_in, num_permutations: settings of the Gibbs test.
+        resume_from: an earlier (possibly interrupted) study with the same settings: its
+            cells of this grid are kept instead of recomputed.
+        callback: called with the study so far after every cell, e.g. to save it, so that
+            an interrupted study loses at most one cell.
 
     Returns:
         A :class:`StudyResult`.
 
     Raises:
-        ValueError: bad arguments or a model whose rows are not vectors.
+        ValueError: bad arguments, a model whose rows are not vectors, or ``resume_from``
+            with other settings.
 
     Example:
         >>> import latentae as lae
@@ -374,10 +424,32 @@ def compatibility_study(
     if device is not None:
         heldout = heldout.to(device)
 
+    config = {
+        "model": getattr(joint, "name", None),
+        "linear_gaussian": linear,
+        "sizes": list(sizes),
+        "capacities": [_label(c) for c in capacities],
+        "seeds": list(seeds),
+        "steps": steps,
+        "corruption_sigma": float(corruption_sigma),
+        "encoder_noise": _NOISE,
+        "batch_size": batch_size,
+        "lr": lr,
+        "num_pairs": num_pairs,
+        "num_chains": num_chains,
+        "burn_in": burn_in,
+        "num_permutations": num_permutations,
+        "heldout_rows": _HELDOUT_ROWS,
+        "device": str(device) if device is not None else None,
+    }
+    done = _resumable_cells(resume_from, config)
     cells: list[dict[str, Any]] = []
     for n in sizes:
         for cap in capacities:
             for seed in seeds:
+                if (n, _label(cap), seed) in done:
+                    cells.append(done[n, _label(cap), seed])
+                    continue
                 t0 = time.perf_counter()
                 x = joint.sample(n, seed=seed)[1].to(dtype)
                 torch.manual_seed(seed)
@@ -419,6 +491,8 @@ def compatibility_study(
                 cell["loss"] = float(result.history["loss"][-1])
                 cell["seconds"] = time.perf_counter() - t0
                 cells.append(cell)
+                if callback is not None:
+                    callback(StudyResult(list(cells), config, time.perf_counter() - start))
                 if progress:
                     print(
                         f"n={n} capacity={cell['capacity']} seed={seed}: "
@@ -428,22 +502,4 @@ def compatibility_study(
                         + f"({cell['seconds']:.1f}s)",
                         flush=True,
                     )
-    config = {
-        "model": getattr(joint, "name", None),
-        "linear_gaussian": linear,
-        "sizes": list(sizes),
-        "capacities": [_label(c) for c in capacities],
-        "seeds": list(seeds),
-        "steps": steps,
-        "corruption_sigma": float(corruption_sigma),
-        "encoder_noise": _NOISE,
-        "batch_size": batch_size,
-        "lr": lr,
-        "num_pairs": num_pairs,
-        "num_chains": num_chains,
-        "burn_in": burn_in,
-        "num_permutations": num_permutations,
-        "heldout_rows": _HELDOUT_ROWS,
-        "device": str(device) if device is not None else None,
-    }
     return StudyResult(cells, config, time.perf_counter() - start)
