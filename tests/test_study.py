@@ -29,11 +29,15 @@ def study() -> StudyResult:
         torch.set_default_dtype(dtype)
 
 
-def band(result: StudyResult, statistic: str, n: int) -> tuple[float, float]:
+def band_of(result: StudyResult, capacity: str, statistic: str, n: int) -> tuple[float, float]:
     """(mean − 2 s.e., mean + 2 s.e.) across seeds, the s.e. being sd (ddof 1) / √3."""
-    s = result.summary()["full"][statistic]
+    s = result.summary()[capacity][statistic]
     i = s["n"].index(n)
     return s["mean"][i] - 2 * s["se"][i], s["mean"][i] + 2 * s["se"][i]
+
+
+def band(result: StudyResult, statistic: str, n: int) -> tuple[float, float]:
+    return band_of(result, "full", statistic, n)
 
 
 def test_cells_hold_every_diagnostic(study):
@@ -125,3 +129,38 @@ def test_non_linear_model_wants_hidden_widths():
         compatibility_study(jm, capacities=("full",))
     with pytest.raises(ValueError, match="hidden widths"):
         compatibility_study(jm, capacities=((0,),))
+
+
+# --- a non-linear model: the spiral, with an MLP encoder and a mixture-density decoder ----------
+
+
+@pytest.fixture(scope="module")
+def spiral_study() -> StudyResult:
+    dtype = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        jm = lae.JointModel.from_file(ROOT / "models" / "spiral.py")
+        return compatibility_study(jm, sizes=(200, 5000), capacities=((128,),), seeds=(0, 1, 2))
+    finally:
+        torch.set_default_dtype(dtype)
+
+
+def test_spiral_pair_is_partly_compatible_and_its_chain_keeps_the_data_law(spiral_study):
+    """What holds on the spiral, and what does not.
+
+    The statistic is 2 − 2 E[Δe Δd] / E[(Δe² + Δd²)/2]: 0 for a compatible pair, 2 when the
+    encoder's and decoder's cross-differences are unrelated. Every cell lies below 2 by more
+    than 4 standard errors, so they are positively related. The cross-ratio does not fall
+    with n, though, and varies much across seeds: here 0.06, 0.13, 0.74 at n = 200 and 0.89,
+    0.54, 1.36 at n = 5000 (float64); the default study (float32, widths 32 and 128, n up
+    to 20000) gives the same picture. The optimal decoder is the reverse conditional q(x|h)
+    of p_data(x) p_enc(h|x), which for a 1-D code of the corrupted spiral is a set of curved
+    arcs across several turns; a mixture of 5 Gaussians cannot represent it at any n or
+    width, so approximation error, not estimation error, dominates. The DAE's Markov chain,
+    which needs only a good x -> x~ -> h -> x kernel, keeps the data law: at n = 5000 its
+    MMD² band (mean ± 2 s.e. across seeds) contains 0.
+    """
+    for cell in spiral_study.cells:
+        assert cell["cross_ratio"] + 4 * cell["cross_ratio_se"] < 2.0, cell
+    low, high = band_of(spiral_study, "128", "gibbs_mmd", 5000)
+    assert low < 0 < high
