@@ -1,8 +1,8 @@
 """latentae: latent-variable models seen as stochastic autoencoders."""
 
-from latentae import chains, compat, corruption
+from latentae import chains, compat, corruption, energy, manifold, score
 from latentae.chains import GibbsResult, exact_gibbs, gibbs_chain, sample_posterior
-from latentae.checkpoint import CheckpointError, load_checkpoint
+from latentae.checkpoint import CheckpointError, TrainedPair, load_checkpoint, load_pair
 from latentae.conditionals import (
     MLP,
     BernoulliConditional,
@@ -14,8 +14,18 @@ from latentae.conditionals import (
 from latentae.corruption import Corruption
 from latentae.dae import DAELoss, FitResult, TrainingInterrupted, fit
 from latentae.denoising import CorruptedEncoder, corrupt
+from latentae.energy import ConservativeCheck, TiedAutoencoder, conservative_check, potential
 from latentae.joint import ENCODER_METHODS, JointModel, ModelError
+from latentae.manifold import (
+    Contraction,
+    TangentPlane,
+    contraction,
+    encoder_jacobian,
+    subspace_angles,
+    tangent_plane,
+)
 from latentae.sbc import SBCResult, sbc
+from latentae.score import ScoreError, dae_score, model_score, reconstruction, score_error
 from latentae.stack import (
     StackedDecoder,
     StackedEncoder,
@@ -43,6 +53,8 @@ __all__ = [
     "CategoricalDecoder",
     "CheckpointError",
     "Conditional",
+    "ConservativeCheck",
+    "Contraction",
     "CorruptedEncoder",
     "Corruption",
     "DAELoss",
@@ -57,27 +69,45 @@ __all__ = [
     "MixtureDecoder",
     "ModelError",
     "SBCResult",
+    "ScoreError",
     "StackResult",
     "StackedDecoder",
     "StackedEncoder",
     "StudyResult",
+    "TangentPlane",
+    "TiedAutoencoder",
+    "TrainedPair",
     "TrainingInterrupted",
     "TwoSampleResult",
     "chains",
     "compat",
     "compatibility_study",
+    "conservative_check",
+    "contraction",
     "corrupt",
     "corruption",
+    "dae_score",
     "deep_autoencoder",
+    "encoder_jacobian",
+    "energy",
     "energy_distance",
     "exact_gibbs",
     "fit",
     "gibbs_chain",
     "load_checkpoint",
+    "load_pair",
+    "manifold",
     "mmd2",
+    "model_score",
+    "potential",
     "pretrain_stack",
+    "reconstruction",
     "sample_posterior",
     "sbc",
+    "score",
+    "score_error",
+    "subspace_angles",
+    "tangent_plane",
     "two_sample_test",
 ]
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import Tensor
 
 Seed = int | torch.Generator | None
 
@@ -99,3 +100,39 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` to ``path`` atomically (see :func:`atomic_write`)."""
     return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def rowwise_jacobian(
+    f: Callable[[Tensor], Tensor], x: Tensor, role: str = "map"
+) -> tuple[Tensor, Tensor]:
+    """f(x), detached, and the Jacobian of the row-wise map f: (n, d) -> (n, p) at every row,
+    shape ``(n, p, d)``.
+
+    The rows are differentiated together: one backward pass per output coordinate, each
+    vectorized over the rows, which is exact when f treats its rows independently (true of
+    any network without batch statistics). ``torch.func.vmap`` would avoid even that loop,
+    but it refuses random operations (a DAE's corrupted encoder draws its corruptions when
+    called) and ``.item()``-style control flow, which plain autograd accepts.
+    """
+    with torch.enable_grad():
+        x = x.detach().requires_grad_(True)
+        y = f(x)
+        if not isinstance(y, Tensor) or y.dim() != 2 or y.shape[0] != x.shape[0]:
+            shape = tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__
+            raise ValueError(
+                f"the {role} must map x of shape {tuple(x.shape)} to shape ({x.shape[0]}, p), "
+                f"one row per point, got {shape}"
+            )
+        if not y.requires_grad:
+            raise ValueError(
+                f"the {role}'s output does not depend on x through autograd (it is detached, "
+                "computed under torch.no_grad(), or made outside torch); the Jacobian needs a "
+                f"{role} differentiable in x"
+            )
+        rows = []
+        for j in range(y.shape[1]):
+            (g,) = torch.autograd.grad(
+                y[:, j].sum(), x, retain_graph=j + 1 < y.shape[1], allow_unused=True
+            )
+            rows.append(torch.zeros_like(x) if g is None else g)
+    return y.detach(), torch.stack(rows, dim=1)

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution, MultivariateNormal
 
-from latentae._util import seeded
+from latentae._util import rowwise_jacobian, seeded
 from latentae.conditionals import Conditional
 from latentae.corruption import Corruption, Gaussian, _check_input, from_config
 from latentae.distributions import reshape_batch
@@ -89,19 +89,6 @@ def _check_estimator(estimator: Any, encoder: Any, corruption: Corruption) -> st
     return estimator
 
 
-def _jacobian(f: Any, z: Tensor) -> tuple[Tensor, Tensor]:
-    """f(z) of shape (N, k) and its Jacobian (N, k, d), by k backward passes (k is a code
-    dimension, small, so this is cheaper than vmap(jacrev) and works for any module)."""
-    with torch.enable_grad():
-        z = z.detach().requires_grad_(True)
-        out = f(z)
-        rows = [
-            torch.autograd.grad(out[:, j].sum(), z, retain_graph=j + 1 < out.shape[1])[0]
-            for j in range(out.shape[1])
-        ]
-    return out.detach(), torch.stack(rows, dim=1)
-
-
 def _laplace_proposal(
     f: Any, x: Tensor, h: Tensor, sigma: float, tau: float, start: Tensor
 ) -> tuple[Tensor, Tensor]:
@@ -116,7 +103,7 @@ def _laplace_proposal(
     z = start.clone()
     with torch.no_grad():
         for _ in range(_GN_ITERATIONS):
-            fz, jac = _jacobian(f, z)
+            fz, jac = rowwise_jacobian(f, z, "encoder mean")
             grad = (z - x) / sigma**2 - (jac.transpose(1, 2) @ (h - fz).unsqueeze(-1)).squeeze(
                 -1
             ) / tau**2
@@ -132,7 +119,7 @@ def _laplace_proposal(
             if torch.equal(best_z, z):
                 break
             z = best_z
-        _, jac = _jacobian(f, z)
+        _, jac = rowwise_jacobian(f, z, "encoder mean")
         hess = eye / sigma**2 + jac.transpose(1, 2) @ jac / tau**2
         scale = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(hess)))
     return z, scale

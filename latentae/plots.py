@@ -1,4 +1,4 @@
-"""Matplotlib figures of training runs.
+"""Matplotlib figures of training runs and of the fields a DAE learns.
 
 Figures are built as :class:`matplotlib.figure.Figure` objects, never through ``pyplot``: no
 global figure state, no interactive backend, nothing to close, and safe in threads and
@@ -13,14 +13,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 from matplotlib.figure import Figure
 
 from latentae._util import atomic_write
 
 if TYPE_CHECKING:
-    from matplotlib.axes import Axes
+    from collections.abc import Callable
 
-__all__ = ["compatibility_figure", "loss_curve", "save_figure"]
+    from matplotlib.axes import Axes
+    from torch import nn
+
+    from latentae.joint import JointModel
+
+__all__ = ["compatibility_figure", "loss_curve", "save_figure", "vector_field"]
 
 # A history longer than this many steps gets a logarithmic step axis: a DAE's loss falls
 # steeply in the first few hundred steps and then slowly, and a linear axis squeezes the
@@ -240,3 +246,162 @@ def _note(ax: Axes, what: str, why: str) -> None:
     text = f"{what}: not applicable\n\n{why}"
     ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True, fontsize=9,
             transform=ax.transAxes)  # fmt: skip
+
+
+# The quantile of the arrow lengths drawn one grid cell long (see vector_field).
+_ARROW_QUANTILE = 0.75
+
+
+def _plane_points(data: Any) -> np.ndarray:
+    """``data`` as a float array of shape (n, 2), checked."""
+    if torch.is_tensor(data):
+        data = data.detach().cpu().numpy()
+    points = np.asarray(data, dtype=float)
+    if points.ndim != 2 or points.shape[1] != 2 or points.shape[0] == 0:
+        raise ValueError(
+            f"vector_field draws 2-D data: data must have shape (n, 2), got {points.shape}; "
+            "project higher-dimensional data to two coordinates first"
+        )
+    if not np.isfinite(points).all():
+        raise ValueError("data has non-finite values; remove those rows first")
+    return points
+
+
+def _grid_bounds(points: np.ndarray, bounds: Any) -> tuple[tuple[float, float], ...]:
+    if bounds is None:
+        # The data's range plus 10% on each side: the field is most telling just off the data.
+        low, high = points.min(0), points.max(0)
+        pad = 0.1 * np.maximum(high - low, 1e-6)
+        return tuple((float(a), float(b)) for a, b in zip(low - pad, high + pad, strict=True))
+    try:
+        (x0, x1), (y0, y1) = bounds
+        out = ((float(x0), float(x1)), (float(y0), float(y1)))
+    except (TypeError, ValueError):
+        raise ValueError(f"bounds must be ((xmin, xmax), (ymin, ymax)), got {bounds!r}") from None
+    if not all(np.isfinite(v).all() and v[0] < v[1] for v in map(np.asarray, out)):
+        raise ValueError(f"bounds must be finite with min < max on each axis, got {bounds!r}")
+    return out
+
+
+def vector_field(
+    encoder: nn.Module,
+    decoder: nn.Module,
+    data: Any,
+    sigma: float | None = None,
+    *,
+    reference: JointModel | Callable[[torch.Tensor], torch.Tensor] | None = None,
+    grid: int = 20,
+    bounds: Any = None,
+    num_samples: int = 64,
+    seed: int | None = 0,
+) -> Figure:
+    """Draw a DAE's reconstruction field r(x) − x over a 2-D grid, with the data scattered.
+
+    The arrows point from x to the reconstruction r(x) (*Deep Learning* fig. 14.4–14.5): for
+    a DAE trained with Gaussian corruption σ they estimate σ²∇log p_σ(x), so they point
+    towards the data and vanish on its modes and ridges. With ``reference`` a second panel
+    draws the exact field σ²∇log p_σ(x) beside it, on the same grid and with the same arrow
+    scale, so the two panels compare arrow for arrow. Arrows are drawn to scale, the one at
+    the 75th percentile of all lengths one grid cell long.
+
+    Args:
+        encoder: the DAE's encoder q(h | x̃) (see :func:`latentae.score.reconstruction`).
+        decoder: its decoder p_dec(x | h).
+        data: points to scatter, shape ``(n, 2)`` (a tensor or an array).
+        sigma: the training corruption's standard deviation; needed with ``reference``.
+        reference: the exact score ∇log p_σ: a :class:`~latentae.JointModel` with an exact
+            encoder (scored by :func:`latentae.score.model_score` at ``sigma``), or a callable
+            mapping points of shape ``(m, 2)`` to scores of that shape.
+        grid: arrows per axis.
+        bounds: ``((xmin, xmax), (ymin, ymax))``; by default the data's range plus 10%.
+        num_samples: draws of h per point for a stochastic encoder.
+        seed: seed of those draws.
+
+    Returns:
+        A figure with one panel, or two with ``reference``.
+
+    Raises:
+        ValueError: the data are not 2-D points, ``grid < 2``, ``bounds`` is malformed,
+            ``reference`` is given without a positive ``sigma``, or the reference's points
+            are not 2-D.
+        TypeError: ``reference`` is neither a JointModel nor a callable.
+
+    Example:
+        >>> from latentae.units import GaussianDecoder, GaussianEncoder
+        >>> enc, dec = GaussianEncoder(2, 3, noise=0.0), GaussianDecoder(3, 2)
+        >>> fig = vector_field(enc, dec, torch.randn(50, 2), grid=5)
+        >>> [ax.get_title() for ax in fig.axes]
+        ['DAE: r(x) − x']
+    """
+    from latentae.joint import JointModel
+    from latentae.score import model_score, reconstruction
+
+    points = _plane_points(data)
+    if isinstance(grid, bool) or not isinstance(grid, int) or grid < 2:
+        raise ValueError(f"grid must be an integer >= 2 (arrows per axis), got {grid!r}")
+    if sigma is not None and (
+        isinstance(sigma, bool) or not isinstance(sigma, int | float) or not 0 < sigma < np.inf
+    ):
+        raise ValueError(f"sigma must be a positive number, got {sigma!r}")
+    if reference is not None:
+        if sigma is None:
+            raise ValueError(
+                "a reference field needs sigma=..., the training corruption's standard "
+                "deviation: the exact field drawn is sigma² ∇log p_sigma(x)"
+            )
+        if isinstance(reference, JointModel):
+            if tuple(reference.observed_shape) != (2,):
+                raise ValueError(
+                    f"reference {reference!r} observes {tuple(reference.observed_shape)}-"
+                    "shaped points, not 2-D ones; vector_field draws fields in the plane"
+                )
+        elif not callable(reference):
+            raise TypeError(
+                "reference must be a JointModel with an exact encoder or a callable "
+                f"x -> score, not {type(reference).__name__}"
+            )
+    (x0, x1), (y0, y1) = _grid_bounds(points, bounds)
+    gx, gy = np.meshgrid(np.linspace(x0, x1, grid), np.linspace(y0, y1, grid))
+    param = next(iter(encoder.parameters()), None)
+    dtype = param.dtype if param is not None else torch.get_default_dtype()
+    device = param.device if param is not None else None
+    x = torch.as_tensor(np.stack([gx.ravel(), gy.ravel()], 1), dtype=dtype, device=device)
+
+    with torch.no_grad():
+        r = reconstruction(encoder, decoder, x, num_samples=num_samples, seed=seed)
+        fields = [("DAE: r(x) − x", (r - x).cpu().numpy())]
+    if reference is not None:
+        if isinstance(reference, JointModel):
+            # Model scripts hold their constants on the CPU.
+            score = model_score(reference, x.cpu().to(reference.dtype), sigma)
+        else:
+            score = torch.as_tensor(reference(x))
+        if tuple(score.shape) != tuple(x.shape):
+            raise ValueError(
+                f"the reference returned shape {tuple(score.shape)} for points of shape "
+                f"{tuple(x.shape)}; it must return one 2-D score per point"
+            )
+        exact = sigma**2 * score.detach().to(torch.float64).cpu().numpy()
+        fields.append((f"exact: σ²∇log p_σ(x), σ = {sigma:g}", exact))
+
+    # One arrow scale for every panel. The field grows linearly away from the data, so
+    # fitting the longest arrow into a cell would shrink those near the data to dots: the
+    # arrow at the _ARROW_QUANTILE of all lengths spans a cell, and a few far ones run long.
+    lengths = np.concatenate([np.hypot(f[:, 0], f[:, 1]) for _, f in fields])
+    typical = float(np.quantile(lengths, _ARROW_QUANTILE))
+    cell = min((x1 - x0) / (grid - 1), (y1 - y0) / (grid - 1))
+    scale = typical / cell if typical > 0 else 1.0
+
+    fig = Figure(figsize=(5.0 * len(fields), 4.6), layout="constrained")
+    axes = fig.subplots(1, len(fields), squeeze=False)[0]
+    for ax, (title, field) in zip(axes, fields, strict=True):
+        ax.scatter(points[:, 0], points[:, 1], s=4, color="C1", alpha=0.35, lw=0, label="data")
+        ax.quiver(gx.ravel(), gy.ravel(), field[:, 0], field[:, 1], color=_TRAIN_COLOR,
+                  angles="xy", scale_units="xy", scale=scale, width=0.004)  # fmt: skip
+        ax.set_title(title)
+        ax.set_xlim(x0, x1)
+        ax.set_ylim(y0, y1)
+        ax.set_aspect("equal", adjustable="box")
+        ax.set_xlabel("x₁")
+        ax.set_ylabel("x₂")
+    return fig

@@ -1,13 +1,18 @@
-"""Figures: what loss_curve draws, and save_figure's PNG files."""
+"""Figures: what loss_curve and vector_field draw, and save_figure's PNG files."""
 
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+import torch
 from matplotlib.figure import Figure
+from matplotlib.quiver import Quiver
 
-from latentae.plots import LOG_STEPS_FROM, loss_curve, moving_average, save_figure
+import latentae as lae
+from latentae.plots import LOG_STEPS_FROM, loss_curve, moving_average, save_figure, vector_field
+from latentae.score import model_score, reconstruction
+from latentae.units import GaussianDecoder, GaussianEncoder
 from tests.conftest import ROOT
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -154,3 +159,86 @@ def test_plots_never_import_pyplot(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+# ---------------------------------------------------------------------------- vector_field
+
+
+def _dae_2d():
+    return GaussianEncoder(2, 3, hidden=(8,), noise=0.0), GaussianDecoder(3, 2, hidden=(8,))
+
+
+def _quiver(ax):
+    (quiver,) = [c for c in ax.collections if isinstance(c, Quiver)]
+    return quiver
+
+
+def _arrows(quiver):
+    return np.column_stack([quiver.U, quiver.V]), np.column_stack([quiver.X, quiver.Y])
+
+
+def test_vector_field_draws_r_minus_x_on_a_grid_over_the_data():
+    enc, dec = _dae_2d()
+    data = torch.randn(100, 2)
+    fig = vector_field(enc, dec, data, grid=6)
+    assert isinstance(fig, Figure)
+    (ax,) = fig.axes
+    assert ax.get_title() == "DAE: r(x) − x"
+    arrows, points = _arrows(_quiver(ax))
+    assert points.shape == (36, 2)
+    # The grid spans the data's range plus 10% on each side.
+    low, high = data.min(0).values.numpy(), data.max(0).values.numpy()
+    np.testing.assert_allclose(points.min(0), low - 0.1 * (high - low))
+    np.testing.assert_allclose(points.max(0), high + 0.1 * (high - low))
+    grid = torch.as_tensor(points)
+    with torch.no_grad():
+        expected = (reconstruction(enc, dec, grid) - grid).numpy()
+    np.testing.assert_allclose(arrows, expected, rtol=1e-12, atol=1e-12)
+    scatters = [c for c in ax.collections if c is not _quiver(ax)]
+    np.testing.assert_array_equal(scatters[0].get_offsets(), data.numpy())
+
+
+def test_vector_field_puts_the_exact_field_beside_on_one_scale():
+    jm = lae.JointModel.from_file(ROOT / "models" / "mixture.py")
+    enc, dec = _dae_2d()
+    data = jm.sample(200, seed=0)[1]
+    fig = vector_field(enc, dec, data, 0.5, reference=jm, grid=5, bounds=((-4, 4), (-4, 3)))
+    left, right = fig.axes
+    assert right.get_title() == "exact: σ²∇log p_σ(x), σ = 0.5"
+    arrows, points = _arrows(_quiver(right))
+    assert (points.min(0) == [-4, -4]).all() and (points.max(0) == [4, 3]).all()
+    expected = 0.25 * model_score(jm, torch.as_tensor(points), 0.5).numpy()
+    np.testing.assert_allclose(arrows, expected, rtol=1e-12, atol=1e-12)
+    assert _quiver(left).scale == _quiver(right).scale
+
+    # A callable reference gives the score itself.
+    fig = vector_field(enc, dec, data, 0.5, reference=lambda x: -x, grid=4)
+    arrows, points = _arrows(_quiver(fig.axes[1]))
+    np.testing.assert_allclose(arrows, -0.25 * points)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "expected"),
+    [
+        ({"data": np.zeros((10, 3))}, ValueError, r"shape \(n, 2\)"),
+        ({"grid": 1}, ValueError, "grid must be an integer >= 2"),
+        ({"reference": lambda x: -x}, ValueError, "needs sigma"),
+        ({"reference": 42, "sigma": 0.5}, TypeError, "JointModel.*or a callable"),
+        ({"reference": lambda x: x[:, :1], "sigma": 0.5}, ValueError, "returned shape"),
+        ({"bounds": ((1, 0), (0, 1))}, ValueError, "min < max"),
+        ({"bounds": (0, 1)}, ValueError, r"\(\(xmin, xmax\), \(ymin, ymax\)\)"),
+        ({"sigma": -1.0}, ValueError, "sigma must be a positive number"),
+    ],
+)
+def test_vector_field_rejects_bad_input(kwargs, error, expected):
+    enc, dec = _dae_2d()
+    args = {"data": np.random.default_rng(0).standard_normal((10, 2)), **kwargs}
+    with pytest.raises(error, match=expected):
+        vector_field(enc, dec, **args)
+
+
+def test_vector_field_refuses_a_model_not_in_the_plane():
+    jm = lae.JointModel.from_file(ROOT / "models" / "ppca.py")
+    enc, dec = _dae_2d()
+    with pytest.raises(ValueError, match=r"\(5,\)-shaped points, not 2-D"):
+        vector_field(enc, dec, np.zeros((4, 2)), 0.5, reference=jm)
