@@ -1,7 +1,7 @@
 """latentae: latent-variable models seen as stochastic autoencoders."""
 
 from latentae import chains, compat, corruption, energy, manifold, score
-from latentae.chains import GibbsResult, exact_gibbs, gibbs_chain, sample_posterior
+from latentae.chains import GibbsResult, exact_gibbs, gibbs_chain, gsn_chain, sample_posterior
 from latentae.checkpoint import CheckpointError, TrainedPair, load_checkpoint, load_pair
 from latentae.conditionals import (
     MLP,
@@ -16,6 +16,13 @@ from latentae.dae import DAELoss, FitResult, TrainingInterrupted, fit
 from latentae.denoising import CorruptedEncoder, corrupt
 from latentae.energy import ConservativeCheck, TiedAutoencoder, conservative_check, potential
 from latentae.joint import ENCODER_METHODS, JointModel, ModelError
+from latentae.langevin import (
+    AnnealedLangevinResult,
+    LangevinResult,
+    annealed_langevin,
+    geometric_sigmas,
+    langevin,
+)
 from latentae.manifold import (
     Contraction,
     TangentPlane,
@@ -23,6 +30,11 @@ from latentae.manifold import (
     encoder_jacobian,
     subspace_angles,
     tangent_plane,
+)
+from latentae.noise_conditional import (
+    NoiseConditionalDAE,
+    NoiseConditionalFit,
+    fit_noise_conditional,
 )
 from latentae.sbc import SBCResult, sbc
 from latentae.score import ScoreError, dae_score, model_score, reconstruction, score_error
@@ -47,6 +59,7 @@ from latentae.units import (
 __all__ = [
     "ENCODER_METHODS",
     "MLP",
+    "AnnealedLangevinResult",
     "BernoulliConditional",
     "BernoulliDecoder",
     "CategoricalConditional",
@@ -66,8 +79,11 @@ __all__ = [
     "GaussianEncoder",
     "GibbsResult",
     "JointModel",
+    "LangevinResult",
     "MixtureDecoder",
     "ModelError",
+    "NoiseConditionalDAE",
+    "NoiseConditionalFit",
     "SBCResult",
     "ScoreError",
     "StackResult",
@@ -79,6 +95,7 @@ __all__ = [
     "TrainedPair",
     "TrainingInterrupted",
     "TwoSampleResult",
+    "annealed_langevin",
     "chains",
     "compat",
     "compatibility_study",
@@ -93,7 +110,11 @@ __all__ = [
     "energy_distance",
     "exact_gibbs",
     "fit",
+    "fit_noise_conditional",
+    "geometric_sigmas",
     "gibbs_chain",
+    "gsn_chain",
+    "langevin",
     "load_checkpoint",
     "load_pair",
     "manifold",

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -87,7 +88,12 @@ def from_draws(
         kwargs["observed_data"] = obs
     if stats:
         kwargs["sample_stats"] = stats
-    idata = az.from_dict(posterior=post, **kwargs)
+    with warnings.catch_warnings():
+        # Many chains with few draws each (GSN chains, many iid chains) is a legitimate
+        # layout, and the chain axis is always explicit here, so ArviZ's guess that the
+        # axes are swapped does not apply.
+        warnings.filterwarnings("ignore", message=r"More chains \(\d+\) than draws")
+        idata = az.from_dict(posterior=post, **kwargs)
     for group in idata.groups():
         idata[group].attrs.update(attrs or {})
     return idata

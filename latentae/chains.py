@@ -1,4 +1,5 @@
-"""Posterior sampling from an encoder, with ArviZ output, and x-chains x -> h -> x."""
+"""Posterior sampling from an encoder, with ArviZ output, and x-chains x -> h -> x: exact
+Gibbs sampling of a joint model and the Markov chain of a denoising autoencoder (a GSN)."""
 
 from __future__ import annotations
 
@@ -10,13 +11,15 @@ from torch import Tensor
 from latentae import arviz as lae_arviz
 from latentae._util import Seed, seeded
 from latentae.conditionals import Conditional
+from latentae.denoising import corrupt
 
 if TYPE_CHECKING:
     import arviz
 
+    from latentae.corruption import Corruption
     from latentae.joint import JointModel
 
-__all__ = ["GibbsResult", "exact_gibbs", "gibbs_chain", "sample_posterior"]
+__all__ = ["GibbsResult", "exact_gibbs", "gibbs_chain", "gsn_chain", "sample_posterior"]
 
 
 def sample_posterior(
@@ -173,3 +176,106 @@ def exact_gibbs(joint: JointModel, x0: Tensor, num_steps: int, **options: Any) -
             "linear-Gaussian model); run gibbs_chain with an approximate encoder instead"
         )
     return gibbs_chain(joint.encoder(methods[0]), joint.decoder(), x0, num_steps, **options)
+
+
+def _starts(x0: Any, num_chains: int | None) -> Tensor:
+    """The chains' starting states, ``(num_chains, *x_shape)``, from ``x0`` of that shape or
+    of shape ``(*x_shape,)`` (one state, broadcast to ``num_chains`` chains)."""
+    if not torch.is_tensor(x0):
+        raise TypeError(
+            f"x0 must be a torch.Tensor of starting states, not {type(x0).__name__}; "
+            "convert it with torch.as_tensor(x0)"
+        )
+    if num_chains is not None and (
+        not isinstance(num_chains, int) or isinstance(num_chains, bool) or num_chains < 1
+    ):
+        raise ValueError(f"num_chains must be a positive integer or None, got {num_chains!r}")
+    if x0.dim() == 0:
+        raise ValueError("x0 must have shape (num_chains, *x_shape) or (*x_shape,), got a scalar")
+    if num_chains is None:
+        if x0.dim() == 1:
+            raise ValueError(
+                f"x0 of shape {tuple(x0.shape)} is one state; give num_chains=... to start that "
+                "many chains from it, or x0 of shape (num_chains, *x_shape)"
+            )
+        return x0
+    if x0.dim() == 1:
+        return x0.expand(num_chains, *x0.shape)
+    if x0.shape[0] == num_chains:
+        return x0
+    if x0.shape[0] == 1:
+        return x0.expand(num_chains, *x0.shape[1:])
+    raise ValueError(
+        f"x0 has {x0.shape[0]} rows but num_chains={num_chains}; give one row per chain, one "
+        "state to broadcast, or num_chains=None"
+    )
+
+
+def gsn_chain(
+    encoder: Conditional,
+    decoder: Conditional,
+    corruption: Corruption | dict[str, Any],
+    x0: Tensor,
+    num_steps: int,
+    num_chains: int | None = None,
+    *,
+    burn_in: int = 0,
+    thin: int = 1,
+    seed: Seed = None,
+    name: str = "x",
+) -> arviz.InferenceData:
+    """Sample a trained denoising autoencoder through its Markov chain (Bengio et al. 2013,
+    generative stochastic networks): x → x̃ ~ C(x̃ | x) → h ~ q(h | x̃) → x ~ p_dec(x | h).
+
+    When the decoder is the exact reverse conditional of the pair's joint (the limit of
+    denoising training), the chain's stationary law is the data law. This is
+    :func:`gibbs_chain` with the encoder ``corrupt(encoder, corruption)``: one corruption,
+    one encoder and one decoder call per step on all chains together (beside a one-row call
+    by which the corrupted encoder learns q's event shape), and only the kept draws are
+    stored.
+
+    Args:
+        encoder: q(h | x̃), the DAE's encoder (without the corruption).
+        decoder: p_dec(x | h).
+        corruption: C(x̃ | x) the DAE was trained with (or its config dict).
+        x0: starting states, shape ``(num_chains, *x_shape)``, or one state of shape
+            ``(*x_shape,)`` (or ``(1, *x_shape)``) started in ``num_chains`` chains.
+        num_steps: steps after which the chains stop.
+        num_chains: number of chains; ``None`` takes it from ``x0``'s leading dimension.
+        burn_in: steps before the first kept draw.
+        thin: keep every ``thin``-th state after ``burn_in``; the last state is always kept.
+        seed: seed for the chains.
+        name: the variable's name in the output.
+
+    Returns:
+        ``InferenceData`` whose ``posterior`` group holds ``name`` with dims
+        ``(chain, draw, <name>_dim...)``; its attributes record the sampler and settings.
+
+    Example:
+        >>> import latentae as lae
+        >>> from latentae.corruption import Gaussian
+        >>> enc, dec = lae.GaussianEncoder(2, 2, hidden=(8,)), lae.GaussianDecoder(2, 2)
+        >>> idata = gsn_chain(enc, dec, Gaussian(0.5), torch.zeros(2), 20, num_chains=3,
+        ...                   burn_in=10, thin=5, seed=0)
+        >>> dict(idata.posterior.sizes)
+        {'chain': 3, 'draw': 2, 'x_dim': 2}
+    """
+    if not callable(encoder) or not callable(decoder):
+        raise TypeError(
+            "encoder and decoder must be Conditionals (called on a batch, returning a "
+            f"distribution), got {type(encoder).__name__} and {type(decoder).__name__}"
+        )
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"name must be a non-empty string, got {name!r}")
+    x = _starts(x0, num_chains)
+    dae_encoder = corrupt(encoder, corruption)
+    result = gibbs_chain(dae_encoder, decoder, x, num_steps, burn_in=burn_in, thin=thin, seed=seed)
+    attrs = {
+        "sampler": "gsn",
+        "corruption": repr(dae_encoder.corruption),
+        "num_steps": num_steps,
+        "burn_in": burn_in,
+        "thin": thin,
+    }
+    draws = result.x.movedim(0, 1)  # (draw, chain, ...) -> (chain, draw, ...)
+    return lae_arviz.from_draws({name: draws}, row_dim=None, attrs=attrs)
