@@ -20,7 +20,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from latentae.cli import check, fit, info, run, study
+from latentae.cli import check, fit, info, run, sample, score, study
 from latentae.cli._args import _parents, _Parser
 from latentae.cli._common import PROG, USER_ERRORS, _interrupted, _version
 
@@ -30,6 +30,8 @@ _COMMANDS: tuple[Callable[[Any, dict[str, argparse.ArgumentParser]], None], ...]
     run.add,
     fit.add,
     check.add,
+    score.add,
+    sample.add,
     study.add,
     info.add,
 )

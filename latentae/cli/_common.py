@@ -101,6 +101,10 @@ def _check_device(device: str, learned: str | None) -> str:
 
 
 def _import_arviz() -> Any:
+    # The command draws into files only: ArviZ's pyplot figures need no window.
+    import matplotlib
+
+    matplotlib.use("Agg")
     # arviz 0.23 announces its 1.0 refactor with a FutureWarning on import: noise for a
     # command-line user, who cannot act on it.
     with warnings.catch_warnings():
@@ -142,3 +146,30 @@ def _flat(values: Any) -> list[Any]:
 
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4g}"
+
+
+def _convergence(az: Any, idata: Any) -> dict[str, dict[str, Any]]:
+    """Per posterior variable: the largest R-hat and the smallest bulk ESS over its entries.
+
+    A row whose draws are all equal (a discrete posterior concentrated on one value) has an
+    undefined R-hat; such entries are counted apart and left out of the maximum.
+    """
+    import numpy as np
+
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        # arviz divides by a zero within-chain variance for constant draws.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        rhat = az.rhat(idata)
+        ess = az.ess(idata, method="bulk")
+    out = {}
+    for name in idata.posterior.data_vars:
+        r = np.asarray(rhat[name].values, dtype=float).reshape(-1)
+        e = np.asarray(ess[name].values, dtype=float).reshape(-1)
+        fr, fe = r[np.isfinite(r)], e[np.isfinite(e)]
+        out[name] = {
+            "r_hat_max": float(fr.max()) if fr.size else None,
+            "ess_bulk_min": float(fe.min()) if fe.size else None,
+            "r_hat_undefined": int(r.size - fr.size),
+            "entries": int(r.size),
+        }
+    return out

@@ -311,3 +311,39 @@ def _dae_lines(dae: dict[str, Any]) -> list[str]:
         f"{val}"
     )
     return lines
+
+
+def _add_checkpoint_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="use the DAE pair of this checkpoint (from 'latentae fit' or 'run') instead of "
+        "training one; the training flags are then ignored",
+    )
+
+
+def _trained_pair(
+    jm: JointModel, x: torch.Tensor, args: argparse.Namespace, out: Path
+) -> tuple[tuple[Any, Any, Corruption], dict[str, Any] | None]:
+    """The DAE pair (encoder, decoder, corruption) for a command: rebuilt from
+    ``--checkpoint``, or trained on ``x`` as ``latentae fit`` does (its section returned)."""
+    from latentae.checkpoint import load_pair
+
+    if getattr(args, "checkpoint", None) is not None:
+        pair = load_pair(args.checkpoint)
+        x_dim = getattr(pair.encoder, "x_dim", None)
+        features = math.prod(x.shape[1:])
+        if x_dim is not None and x_dim != features:
+            raise ValueError(
+                f"the encoder in {str(args.checkpoint)!r} takes rows of {x_dim} features but "
+                f"{jm._where} observes {features}; pass the model the checkpoint was trained on"
+            )
+        modules = [m.to(args.device) for m in (pair.encoder, pair.decoder)]
+        return (modules[0], modules[1], pair.corruption), None
+    plan = _prepare_dae(jm, x, args, out)
+    dae = _train_dae(jm, plan, args)
+    plan.encoder.eval()
+    plan.decoder.eval()
+    return (plan.encoder, plan.decoder, plan.corruption), dae

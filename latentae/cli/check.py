@@ -16,6 +16,7 @@ from latentae.cli._compat import (
     compatibility_lines,
     compatibility_section,
 )
+from latentae.cli._dae import _trained_pair
 
 
 def add(subparsers: Any, parents: dict[str, argparse.ArgumentParser]) -> None:
@@ -72,23 +73,16 @@ def command(args: argparse.Namespace) -> int:
 
     jm = latentae.JointModel.from_file(args.model)
     device = _check_device(args.device, "the DAE pair")
-    pair = load_pair(args.checkpoint)
     out = args.out if args.out is not None else args.checkpoint.parent
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"--out {str(out)!r} is a file, not a folder")
     x = jm.data(seed=args.seed)
-    x = x.reshape(len(x), -1)
-    x_dim = getattr(pair.encoder, "x_dim", None)
-    if x_dim is not None and x.shape[1] != x_dim:
-        raise ValueError(
-            f"the encoder in {str(args.checkpoint)!r} takes rows of {x_dim} features but "
-            f"{jm._where} observes {x.shape[1]}; pass the model the checkpoint was trained on"
-        )
-    encoder, decoder = pair.encoder.to(device), pair.decoder.to(device)
-    x = x.to(device)
+    (encoder, decoder, corruption), _ = _trained_pair(jm, x, args, out)
+    x = x.reshape(len(x), -1).to(device)
+    pair = load_pair(args.checkpoint)  # its step and recorded configuration
     out.mkdir(parents=True, exist_ok=True)
     section = compatibility_section(
-        (encoder, decoder, pair.corruption),
+        (encoder, decoder, corruption),
         x,
         out,
         seed=args.seed,

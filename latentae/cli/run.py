@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,6 +19,7 @@ if TYPE_CHECKING:
 from latentae.cli._args import _positive_int, _subparser
 from latentae.cli._common import (
     _check_device,
+    _convergence,
     _describe_support,
     _finite_or_none,
     _flat,
@@ -30,7 +30,11 @@ from latentae.cli._common import (
 )
 from latentae.cli._compat import compatibility_lines, compatibility_section
 from latentae.cli._dae import _dae_lines, _prepare_dae, _train_dae
+from latentae.cli.sample import sample_lines, sample_section
+from latentae.cli.score import score_lines, score_section
 
+# Rows at which a 2-D model's score estimate is compared with the exact one.
+SCORE_POINTS = 1000
 RUN_METHODS = ("auto", *ENCODER_METHODS)
 
 # Draws per chunk when evaluating the decoder, so memory stays bounded for many draws.
@@ -103,33 +107,6 @@ def _resolve_method(jm: JointModel, method: str) -> str:
     if method == "auto":
         return "enumerate" if jm.latent_is_discrete else "laplace"
     return method
-
-
-def _convergence(az: Any, idata: Any) -> dict[str, dict[str, Any]]:
-    """Per posterior variable: the largest R-hat and the smallest bulk ESS over its entries.
-
-    A row whose draws are all equal (a discrete posterior concentrated on one value) has an
-    undefined R-hat; such entries are counted apart and left out of the maximum.
-    """
-    import numpy as np
-
-    with warnings.catch_warnings(), np.errstate(all="ignore"):
-        # arviz divides by a zero within-chain variance for constant draws.
-        warnings.simplefilter("ignore", RuntimeWarning)
-        rhat = az.rhat(idata)
-        ess = az.ess(idata, method="bulk")
-    out = {}
-    for name in idata.posterior.data_vars:
-        r = np.asarray(rhat[name].values, dtype=float).reshape(-1)
-        e = np.asarray(ess[name].values, dtype=float).reshape(-1)
-        fr, fe = r[np.isfinite(r)], e[np.isfinite(e)]
-        out[name] = {
-            "r_hat_max": float(fr.max()) if fr.size else None,
-            "ess_bulk_min": float(fe.min()) if fe.size else None,
-            "r_hat_undefined": int(r.size - fr.size),
-            "entries": int(r.size),
-        }
-    return out
 
 
 def _sample_stats_summary(idata: Any) -> dict[str, Any]:
@@ -274,7 +251,7 @@ def command(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     nc_path = save_netcdf(idata, out / "posterior.nc")
     lap("write_netcdf")
-    dae = compatibility = None
+    dae = compatibility = score = sample = None
     if plan is not None:
         dae = _train_dae(jm, plan, args)
         lap("dae")
@@ -286,6 +263,16 @@ def command(args: argparse.Namespace) -> int:
             title=f"{jm.name}: compatibility of the trained DAE pair",
         )
         lap("compatibility")
+        if plan.x.shape[1] == 2:  # a 2-D model: its score field and the DAE's own samples
+            from latentae.corruption import Gaussian
+
+            pair = (plan.encoder, plan.decoder, plan.corruption)
+            if isinstance(plan.corruption, Gaussian) and plan.corruption.sigma > 0:
+                score = score_section(jm, pair, plan.x, out, seed=args.seed,
+                                      num_points=SCORE_POINTS)  # fmt: skip
+                lap("score")
+            sample = sample_section(jm, pair, plan.x, out, seed=args.seed)
+            lap("sample")
     timings["total"] = round(time.perf_counter() - start, 4)
     report_path = out / "report.json"
     files = [str(nc_path)]
@@ -293,6 +280,10 @@ def command(args: argparse.Namespace) -> int:
         files += [dae["checkpoint"], dae["loss_plot"]]
     if compatibility is not None:
         files.append(compatibility["plot"])
+    if score is not None and "plot" in score:
+        files.append(score["plot"])
+    if sample is not None:
+        files += sample["files"]
     files.append(str(report_path))
     report = {
         "command": "run",
@@ -346,6 +337,10 @@ def command(args: argparse.Namespace) -> int:
         report["dae"] = dae
     if compatibility is not None:
         report["compatibility"] = compatibility
+    if score is not None:
+        report["score"] = score
+    if sample is not None:
+        report["sample"] = sample
     atomic_write_text(report_path, json.dumps(report, indent=2, allow_nan=False) + "\n")
 
     if not args.quiet:
@@ -389,6 +384,10 @@ def _print_run_summary(jm: JointModel, report: dict[str, Any]) -> None:
     if "compatibility" in report:
         lines = compatibility_lines(report["compatibility"])
         print("\n".join(f"compat    {line}" for line in lines))
+    if "score" in report:
+        print("\n".join(score_lines(report["score"])))
+    if "sample" in report:
+        print("\n".join(sample_lines(report["sample"])))
     print(f"time      {report['timings_s']['total']:.2f} s (after start-up)")
     for warning in report["warnings"]:
         print(f"warning   {warning}")
