@@ -23,6 +23,7 @@ from typing import Any
 from latentae.cli import check, fit, info, run, sample, score, study
 from latentae.cli._args import _parents, _Parser
 from latentae.cli._common import PROG, USER_ERRORS, _interrupted, _version
+from latentae.cli._config import expand_config
 
 __all__ = ["main"]
 
@@ -69,6 +70,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         0
     """
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        argv = expand_config(parser, argv)
+    except (ValueError, OSError) as e:
+        print(f"{PROG}: error: {_one_line(str(e))}", file=sys.stderr)
+        return 2
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help, --version and usage errors

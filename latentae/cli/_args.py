@@ -121,6 +121,13 @@ def _parents() -> dict[str, argparse.ArgumentParser]:
     group.add_argument(
         "--debug", action="store_true", help="show the full traceback when a command fails"
     )
+    group.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="settings from a TOML or JSON file, named like this command's flags "
+        "(steps = 5000, hidden = [128, 128]); flags on the command line win",
+    )
     output = _Parser(add_help=False)
     group = output.add_argument_group("output and randomness")
     group.add_argument(
@@ -207,7 +214,17 @@ def _parents() -> dict[str, argparse.ArgumentParser]:
         help="continue from OUT/checkpoint.pt, written by an earlier (or interrupted) run with "
         "the same settings; a finished checkpoint is just reloaded",
     )
-    return {"base": base, "output": output, "train": train}
+    data = _Parser(add_help=False)
+    group = data.add_argument_group("data")
+    group.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="the rows to use instead of the script's data() or simulated rows: a table in "
+        ".npy, .csv, .pt or netcdf (.nc), checked against the model's observed site",
+    )
+    return {"base": base, "output": output, "train": train, "data": data}
 
 
 def _subparser(

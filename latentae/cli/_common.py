@@ -173,3 +173,15 @@ def _convergence(az: Any, idata: Any) -> dict[str, dict[str, Any]]:
             "entries": int(r.size),
         }
     return out
+
+
+def _model_data(jm: Any, args: argparse.Namespace) -> tuple[Any, str]:
+    """The rows a command works on and where they came from: ``--data PATH`` (checked
+    against the model's observed site), else the script's ``data()``, else rows simulated
+    from the model."""
+    path = getattr(args, "data", None)
+    if path is not None:
+        from latentae.data import load_table
+
+        return load_table(path, jm), str(path)
+    return jm.data(seed=args.seed), "script" if jm.has_data else "simulated"

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from latentae.cli._args import _positive_int, _subparser
-from latentae.cli._common import _check_device, _versions
+from latentae.cli._common import _check_device, _model_data, _versions
 from latentae.cli._compat import (
     DEFAULT_BURN_IN,
     DEFAULT_CHAINS,
@@ -23,7 +23,7 @@ def add(subparsers: Any, parents: dict[str, argparse.ArgumentParser]) -> None:
     p = _subparser(
         subparsers,
         "check",
-        [parents["base"], parents["output"]],
+        [parents["base"], parents["output"], parents["data"]],
         "measure how compatible a trained encoder/decoder pair is; write check.json and a plot",
         "Load a model script and a checkpoint written by 'latentae fit' or 'latentae run',\n"
         "rebuild the DAE pair it holds and run every compatibility diagnostic that applies\n"
@@ -76,7 +76,7 @@ def command(args: argparse.Namespace) -> int:
     out = args.out if args.out is not None else args.checkpoint.parent
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"--out {str(out)!r} is a file, not a folder")
-    x = jm.data(seed=args.seed)
+    x, source = _model_data(jm, args)
     (encoder, decoder, corruption), _ = _trained_pair(jm, x, args, out)
     x = x.reshape(len(x), -1).to(device)
     pair = load_pair(args.checkpoint)  # its step and recorded configuration
@@ -96,7 +96,7 @@ def command(args: argparse.Namespace) -> int:
         "command": "check",
         "model": {"name": jm.name, "path": str(args.model)},
         "checkpoint": {"path": str(args.checkpoint), "step": pair.step},
-        "data": {"rows": len(x), "source": "script" if jm.has_data else "simulated"},
+        "data": {"rows": len(x), "source": source},
         "pair": {
             "encoder": pair.config.get("encoder"),
             "decoder": pair.config.get("decoder"),

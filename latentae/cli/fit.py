@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from latentae.cli._args import _subparser
-from latentae.cli._common import _check_device, _versions
+from latentae.cli._common import _check_device, _model_data, _versions
 from latentae.cli._dae import _dae_lines, _prepare_dae, _train_dae
 
 
@@ -16,7 +16,7 @@ def add(subparsers: Any, parents: dict[str, argparse.ArgumentParser]) -> None:
     p = _subparser(
         subparsers,
         "fit",
-        [parents["base"], parents["output"], parents["train"]],
+        [parents["base"], parents["output"], parents["data"], parents["train"]],
         "train a denoising autoencoder on a model's data; write checkpoint.pt and loss.png",
         "Load a model script, take all its data (data() or 2000 rows simulated from the\n"
         "model) and train an encoder q(h | x~) and a decoder p(x | h) as a denoising\n"
@@ -39,7 +39,7 @@ def command(args: argparse.Namespace) -> int:
     out = args.out if args.out is not None else Path("runs") / jm.name
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"--out {str(out)!r} is a file, not a folder")
-    x = jm.data(seed=args.seed)
+    x, source = _model_data(jm, args)
     plan = _prepare_dae(jm, x, args, out)
     dae = _train_dae(jm, plan, args)
     path = out / "training.json"
@@ -49,8 +49,8 @@ def command(args: argparse.Namespace) -> int:
         "model": {"name": jm.name, "path": str(args.model)},
         "data": {
             "rows": x.shape[0],
-            "source": "script" if jm.has_data else "simulated",
-            "real": jm.has_data,
+            "source": source,
+            "real": jm.has_data or args.data is not None,
         },
         **dae,
         "versions": _versions(None),

@@ -25,6 +25,7 @@ from latentae.cli._common import (
     _flat,
     _fmt,
     _import_arviz,
+    _model_data,
     _tolist,
     _versions,
 )
@@ -54,7 +55,7 @@ def add(subparsers: Any, parents: dict[str, argparse.ArgumentParser]) -> None:
     p = _subparser(
         subparsers,
         "run",
-        [parents["base"], parents["output"], parents["train"]],
+        [parents["base"], parents["output"], parents["data"], parents["train"]],
         "sample the posterior of held-out rows, train a DAE, write report.json and plots",
         "Load a model script, take its data (data() or 2000 rows simulated from the model),\n"
         "hold out the last rows, draw from the encoder p(h | x) for each held-out row and\n"
@@ -207,7 +208,7 @@ def command(args: argparse.Namespace) -> int:
         raise NotADirectoryError(f"--out {str(out)!r} is a file, not a folder")
     lap("load")
 
-    x = jm.data(seed=args.seed)
+    x, source = _model_data(jm, args)
     rows = x.shape[0]
     if args.num_heldout > rows:
         raise ValueError(
@@ -306,8 +307,8 @@ def command(args: argparse.Namespace) -> int:
         },
         "data": {
             "rows": rows,
-            "source": "script" if jm.has_data else "simulated",
-            "real": jm.has_data,
+            "source": source,
+            "real": jm.has_data or args.data is not None,
             "heldout_rows": heldout_rows,
         },
         "encoder": {

@@ -14,6 +14,7 @@ from latentae.cli._common import (
     _convergence,
     _fmt,
     _import_arviz,
+    _model_data,
     _versions,
 )
 from latentae.cli._dae import _add_checkpoint_flag, _dae_lines, _trained_pair
@@ -30,7 +31,7 @@ def add(subparsers: Any, parents: dict[str, argparse.ArgumentParser]) -> None:
     p = _subparser(
         subparsers,
         "sample",
-        [parents["base"], parents["output"], parents["train"]],
+        [parents["base"], parents["output"], parents["data"], parents["train"]],
         "sample a DAE through its Markov chain (GSN); write netcdf, trace and pair plots",
         "A DAE defines a Markov chain x -> x~ ~ C(x~ | x) -> h ~ q(h | x~) -> x ~ p(x | h)\n"
         "whose stationary law tends to the data law (Bengio et al. 2013). Train a DAE on the\n"
@@ -189,7 +190,7 @@ def command(args: argparse.Namespace) -> int:
     out = args.out if args.out is not None else Path("runs") / jm.name
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"--out {str(out)!r} is a file, not a folder")
-    x = jm.data(seed=args.seed)
+    x, source = _model_data(jm, args)
     pair, dae = _trained_pair(jm, x, args, out)
     out.mkdir(parents=True, exist_ok=True)
     section = sample_section(jm, pair, x, out, seed=args.seed, num_chains=args.num_chains,
@@ -201,6 +202,7 @@ def command(args: argparse.Namespace) -> int:
     report = {
         "command": "sample",
         "model": {"name": jm.name, "path": str(args.model)},
+        "data": {"rows": len(x), "source": source},
         "checkpoint": str(args.checkpoint) if args.checkpoint is not None else None,
         "sample": section,
         "versions": _versions(_import_arviz()),

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from latentae.cli._args import _positive_int, _subparser
-from latentae.cli._common import _check_device, _fmt, _tolist, _versions
+from latentae.cli._common import _check_device, _fmt, _model_data, _tolist, _versions
 from latentae.cli._dae import _add_checkpoint_flag, _dae_lines, _trained_pair
 
 DEFAULT_POINTS = 1000
@@ -18,7 +18,7 @@ def add(subparsers: Any, parents: dict[str, argparse.ArgumentParser]) -> None:
     p = _subparser(
         subparsers,
         "score",
-        [parents["base"], parents["output"], parents["train"]],
+        [parents["base"], parents["output"], parents["data"], parents["train"]],
         "estimate the score from a DAE; compare it with the model's; plot the vector field",
         "A denoising autoencoder trained with Gaussian corruption sigma estimates the score\n"
         "of the sigma-smoothed data law: (r(x) - x) / sigma^2 (Deep Learning eq. 14.15-14.17).\n"
@@ -130,7 +130,7 @@ def command(args: argparse.Namespace) -> int:
     out = args.out if args.out is not None else Path("runs") / jm.name
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"--out {str(out)!r} is a file, not a folder")
-    x = jm.data(seed=args.seed)
+    x, source = _model_data(jm, args)
     if args.checkpoint is None and args.corruption is None:
         # The score needs Gaussian corruption; the default for binary data is bit flips.
         from latentae.cli._dae import _default_corruption
@@ -147,6 +147,7 @@ def command(args: argparse.Namespace) -> int:
     report = {
         "command": "score",
         "model": {"name": jm.name, "path": str(args.model)},
+        "data": {"rows": len(x), "source": source},
         "checkpoint": str(args.checkpoint) if args.checkpoint is not None else None,
         "score": section,
         "versions": _versions(None),
