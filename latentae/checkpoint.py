@@ -59,7 +59,20 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"no checkpoint at {str(path)!r}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, OSError) as e:
+    except pickle.UnpicklingError as e:
+        if "Weights only load failed" not in str(e):
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} is truncated or corrupt (UnpicklingError: "
+                f"{str(e).splitlines()[0] if str(e) else ''}); delete it to start afresh, or "
+                "point to another checkpoint"
+            ) from e
+        # A well-formed file holding arbitrary Python objects: loading it would run code.
+        raise CheckpointError(
+            f"{str(path)!r} holds Python objects besides tensors, numbers and strings, which "
+            "latentae never writes; it is refused because unpickling them could run code "
+            "(torch.load weights_only=True)"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
         raise CheckpointError(
             f"checkpoint {str(path)!r} is truncated or corrupt ({type(e).__name__}: "
             f"{str(e).splitlines()[0] if str(e) else ''}); delete it to start afresh, or "

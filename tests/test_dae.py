@@ -359,3 +359,18 @@ def test_resuming_with_other_networks_is_a_checkpoint_error(tmp_path):
     with pytest.raises(CheckpointError, match=r"encoder in checkpoint .* does not fit"):
         lae.fit(lae.GaussianConditional(5, 2, hidden=(16,)), dec, x, Gaussian(SIGMA), steps=5,
                 checkpoint=tmp_path / "other.pt", resume=True, progress=False)  # fmt: skip
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (print, ("unpickling ran code",))
+
+
+def test_checkpoint_with_arbitrary_objects_is_refused_unread(tmp_path, capsys):
+    """A well-formed file that holds a Python object beyond weights is refused before
+    anything in it runs (torch.load with weights_only=True)."""
+    path = tmp_path / "objects.pt"
+    torch.save({"format": "latentae.dae", "version": 1, "x": _RunsCode()}, path)
+    with pytest.raises(CheckpointError, match="holds Python objects besides tensors"):
+        load_checkpoint(path)
+    assert "unpickling ran code" not in capsys.readouterr().out
