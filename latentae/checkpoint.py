@@ -60,7 +60,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        if "Weights only load failed" not in str(e):
+        # torch.save writes a zip archive; anything else is damaged or not a checkpoint.
+        if not zipfile.is_zipfile(path) or "Weights only load failed" not in str(e):
             raise CheckpointError(
                 f"checkpoint {str(path)!r} is truncated or corrupt (UnpicklingError: "
                 f"{str(e).splitlines()[0] if str(e) else ''}); delete it to start afresh, or "

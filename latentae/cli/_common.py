@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import platform
 import sys
 import warnings
+from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -185,3 +188,19 @@ def _model_data(jm: Any, args: argparse.Namespace) -> tuple[Any, str]:
 
         return load_table(path, jm), str(path)
     return jm.data(seed=args.seed), "script" if jm.has_data else "simulated"
+
+
+@contextlib.contextmanager
+def _writing(out: Path) -> Iterator[None]:
+    """Hold ``out``'s lock (two runs pointed at one folder would mix their files) while a
+    command writes there; a folder this made and that is still empty at the end (the command
+    failed before writing anything) is removed again, so a failed run leaves no trace."""
+    from latentae.locking import output_lock
+
+    existed = out.exists()
+    try:
+        with output_lock(out):
+            yield
+    finally:
+        if not existed and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from latentae.cli._args import _positive_int, _subparser
-from latentae.cli._common import _check_device, _model_data, _versions
+from latentae.cli._common import _check_device, _model_data, _versions, _writing
 from latentae.cli._compat import (
     DEFAULT_BURN_IN,
     DEFAULT_CHAINS,
@@ -76,45 +76,48 @@ def command(args: argparse.Namespace) -> int:
     out = args.out if args.out is not None else args.checkpoint.parent
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"--out {str(out)!r} is a file, not a folder")
-    x, source = _model_data(jm, args)
-    (encoder, decoder, corruption), _ = _trained_pair(jm, x, args, out)
-    x = x.reshape(len(x), -1).to(device)
-    pair = load_pair(args.checkpoint)  # its step and recorded configuration
-    out.mkdir(parents=True, exist_ok=True)
-    section = compatibility_section(
-        (encoder, decoder, corruption),
-        x,
-        out,
-        seed=args.seed,
-        title=f"{jm.name}: compatibility of the DAE pair at step {pair.step}",
-        num_pairs=args.num_pairs,
-        num_chains=args.num_chains,
-        burn_in=args.burn_in,
-    )
-    path = out / "check.json"
-    report = {
-        "command": "check",
-        "model": {"name": jm.name, "path": str(args.model)},
-        "checkpoint": {"path": str(args.checkpoint), "step": pair.step},
-        "data": {"rows": len(x), "source": source},
-        "pair": {
-            "encoder": pair.config.get("encoder"),
-            "decoder": pair.config.get("decoder"),
-            "corruption": pair.corruption.to_config(),
-        },
-        "compatibility": section,
-        "versions": _versions(None),
-        "files": [section["plot"], str(path)],
-    }
-    atomic_write_text(path, json.dumps(report, indent=2, allow_nan=False) + "\n")
-    if not args.quiet:
-        enc, dec = report["pair"]["encoder"], report["pair"]["decoder"]
-        print(f"model       {jm.name} ({args.model})")
-        print(f"pair        {enc['name']} / {dec['name']} at step {pair.step} ({args.checkpoint})")
-        print(f"data        {len(x)} rows, {report['data']['source']}")
-        print("\n".join(compatibility_lines(section)))
-        print(f"time        {section['wall_time_s']:.2f} s")
-        print("wrote")
-        for name in report["files"]:
-            print(f"  {name}")
-    return 0
+    with _writing(out):
+        x, source = _model_data(jm, args)
+        (encoder, decoder, corruption), _ = _trained_pair(jm, x, args, out)
+        x = x.reshape(len(x), -1).to(device)
+        pair = load_pair(args.checkpoint)  # its step and recorded configuration
+        out.mkdir(parents=True, exist_ok=True)
+        section = compatibility_section(
+            (encoder, decoder, corruption),
+            x,
+            out,
+            seed=args.seed,
+            title=f"{jm.name}: compatibility of the DAE pair at step {pair.step}",
+            num_pairs=args.num_pairs,
+            num_chains=args.num_chains,
+            burn_in=args.burn_in,
+        )
+        path = out / "check.json"
+        report = {
+            "command": "check",
+            "model": {"name": jm.name, "path": str(args.model)},
+            "checkpoint": {"path": str(args.checkpoint), "step": pair.step},
+            "data": {"rows": len(x), "source": source},
+            "pair": {
+                "encoder": pair.config.get("encoder"),
+                "decoder": pair.config.get("decoder"),
+                "corruption": pair.corruption.to_config(),
+            },
+            "compatibility": section,
+            "versions": _versions(None),
+            "files": [section["plot"], str(path)],
+        }
+        atomic_write_text(path, json.dumps(report, indent=2, allow_nan=False) + "\n")
+        if not args.quiet:
+            enc, dec = report["pair"]["encoder"], report["pair"]["decoder"]
+            print(f"model       {jm.name} ({args.model})")
+            print(
+                f"pair        {enc['name']} / {dec['name']} at step {pair.step} ({args.checkpoint})"
+            )
+            print(f"data        {len(x)} rows, {report['data']['source']}")
+            print("\n".join(compatibility_lines(section)))
+            print(f"time        {section['wall_time_s']:.2f} s")
+            print("wrote")
+            for name in report["files"]:
+                print(f"  {name}")
+        return 0

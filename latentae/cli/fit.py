@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from latentae.cli._args import _subparser
-from latentae.cli._common import _check_device, _model_data, _versions
+from latentae.cli._common import _check_device, _model_data, _versions, _writing
 from latentae.cli._dae import _dae_lines, _prepare_dae, _train_dae
 
 
@@ -39,30 +39,31 @@ def command(args: argparse.Namespace) -> int:
     out = args.out if args.out is not None else Path("runs") / jm.name
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"--out {str(out)!r} is a file, not a folder")
-    x, source = _model_data(jm, args)
-    plan = _prepare_dae(jm, x, args, out)
-    dae = _train_dae(jm, plan, args)
-    path = out / "training.json"
-    files = [dae["checkpoint"], dae["loss_plot"], str(path)]
-    report = {
-        "command": "fit",
-        "model": {"name": jm.name, "path": str(args.model)},
-        "data": {
-            "rows": x.shape[0],
-            "source": source,
-            "real": jm.has_data or args.data is not None,
-        },
-        **dae,
-        "versions": _versions(None),
-        "files": files,
-    }
-    atomic_write_text(path, json.dumps(report, indent=2, allow_nan=False) + "\n")
-    if not args.quiet:
-        data = report["data"]
-        print(f"model     {jm.name} ({args.model})")
-        print(f"data      {data['rows']} rows, {data['source']}")
-        print("\n".join(_dae_lines(dae)))
-        print("wrote")
-        for name in files:
-            print(f"  {name}")
-    return 0
+    with _writing(out):
+        x, source = _model_data(jm, args)
+        plan = _prepare_dae(jm, x, args, out)
+        dae = _train_dae(jm, plan, args)
+        path = out / "training.json"
+        files = [dae["checkpoint"], dae["loss_plot"], str(path)]
+        report = {
+            "command": "fit",
+            "model": {"name": jm.name, "path": str(args.model)},
+            "data": {
+                "rows": x.shape[0],
+                "source": source,
+                "real": jm.has_data or args.data is not None,
+            },
+            **dae,
+            "versions": _versions(None),
+            "files": files,
+        }
+        atomic_write_text(path, json.dumps(report, indent=2, allow_nan=False) + "\n")
+        if not args.quiet:
+            data = report["data"]
+            print(f"model     {jm.name} ({args.model})")
+            print(f"data      {data['rows']} rows, {data['source']}")
+            print("\n".join(_dae_lines(dae)))
+            print("wrote")
+            for name in files:
+                print(f"  {name}")
+        return 0

@@ -28,6 +28,7 @@ from latentae.cli._common import (
     _model_data,
     _tolist,
     _versions,
+    _writing,
 )
 from latentae.cli._compat import compatibility_lines, compatibility_section
 from latentae.cli._dae import _dae_lines, _prepare_dae, _train_dae
@@ -206,147 +207,148 @@ def command(args: argparse.Namespace) -> int:
     out = args.out if args.out is not None else Path("runs") / jm.name
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"--out {str(out)!r} is a file, not a folder")
-    lap("load")
+    with _writing(out):
+        lap("load")
 
-    x, source = _model_data(jm, args)
-    rows = x.shape[0]
-    if args.num_heldout > rows:
-        raise ValueError(
-            f"--num-heldout {args.num_heldout} exceeds the {rows} data rows of {jm._where}"
+        x, source = _model_data(jm, args)
+        rows = x.shape[0]
+        if args.num_heldout > rows:
+            raise ValueError(
+                f"--num-heldout {args.num_heldout} exceeds the {rows} data rows of {jm._where}"
+            )
+        heldout_rows = list(range(rows - args.num_heldout, rows))
+        x_heldout = x[rows - args.num_heldout :]
+        lap("data")
+        plan = None
+        if not args.no_dae:
+            plan = _prepare_dae(jm, x[: rows - args.num_heldout], args, out)
+            lap("dae_setup")
+
+        options: dict[str, Any] = {}
+        if method != "enumerate":
+            options["seed"] = args.seed
+        if method == "amortized":
+            options.update(progress=not args.quiet, device=device)
+        encoder = jm.encoder(method, **options)
+        lap("encoder")
+
+        # sample_posterior imports arviz; importing it here first keeps its FutureWarning quiet
+        # and its import time (~1.5 s) out of the sampling figure.
+        az = _import_arviz()
+        lap("import_arviz")
+        idata = latentae.sample_posterior(
+            encoder, x_heldout, args.num_samples, args.num_chains, seed=args.seed
         )
-    heldout_rows = list(range(rows - args.num_heldout, rows))
-    x_heldout = x[rows - args.num_heldout :]
-    lap("data")
-    plan = None
-    if not args.no_dae:
-        plan = _prepare_dae(jm, x[: rows - args.num_heldout], args, out)
-        lap("dae_setup")
+        lap("sample")
 
-    options: dict[str, Any] = {}
-    if method != "enumerate":
-        options["seed"] = args.seed
-    if method == "amortized":
-        options.update(progress=not args.quiet, device=device)
-    encoder = jm.encoder(method, **options)
-    lap("encoder")
+        import torch
 
-    # sample_posterior imports arviz; importing it here first keeps its FutureWarning quiet
-    # and its import time (~1.5 s) out of the sampling figure.
-    az = _import_arviz()
-    lap("import_arviz")
-    idata = latentae.sample_posterior(
-        encoder, x_heldout, args.num_samples, args.num_chains, seed=args.seed
-    )
-    lap("sample")
+        draws = torch.as_tensor(idata.posterior[jm.latent].values).to(jm.latent_dtype)
+        draws = draws.reshape(-1, *draws.shape[2:])  # (chain * draw, rows, *latent)
+        posterior = _posterior_rows(jm, draws, heldout_rows)
+        convergence = _convergence(az, idata)
+        stats = _sample_stats_summary(idata)
+        loglik = _heldout_loglik(jm, draws, x_heldout)
+        lap("diagnostics")
 
-    import torch
+        out.mkdir(parents=True, exist_ok=True)
+        nc_path = save_netcdf(idata, out / "posterior.nc")
+        lap("write_netcdf")
+        dae = compatibility = score = sample = None
+        if plan is not None:
+            dae = _train_dae(jm, plan, args)
+            lap("dae")
+            compatibility = compatibility_section(
+                (plan.encoder, plan.decoder, plan.corruption),
+                plan.x.to(args.device),
+                out,
+                seed=args.seed,
+                title=f"{jm.name}: compatibility of the trained DAE pair",
+            )
+            lap("compatibility")
+            if plan.x.shape[1] == 2:  # a 2-D model: its score field and the DAE's own samples
+                from latentae.corruption import Gaussian
 
-    draws = torch.as_tensor(idata.posterior[jm.latent].values).to(jm.latent_dtype)
-    draws = draws.reshape(-1, *draws.shape[2:])  # (chain * draw, rows, *latent)
-    posterior = _posterior_rows(jm, draws, heldout_rows)
-    convergence = _convergence(az, idata)
-    stats = _sample_stats_summary(idata)
-    loglik = _heldout_loglik(jm, draws, x_heldout)
-    lap("diagnostics")
-
-    out.mkdir(parents=True, exist_ok=True)
-    nc_path = save_netcdf(idata, out / "posterior.nc")
-    lap("write_netcdf")
-    dae = compatibility = score = sample = None
-    if plan is not None:
-        dae = _train_dae(jm, plan, args)
-        lap("dae")
-        compatibility = compatibility_section(
-            (plan.encoder, plan.decoder, plan.corruption),
-            plan.x.to(args.device),
-            out,
-            seed=args.seed,
-            title=f"{jm.name}: compatibility of the trained DAE pair",
-        )
-        lap("compatibility")
-        if plan.x.shape[1] == 2:  # a 2-D model: its score field and the DAE's own samples
-            from latentae.corruption import Gaussian
-
-            pair = (plan.encoder, plan.decoder, plan.corruption)
-            if isinstance(plan.corruption, Gaussian) and plan.corruption.sigma > 0:
-                score = score_section(jm, pair, plan.x, out, seed=args.seed,
-                                      num_points=SCORE_POINTS)  # fmt: skip
-                lap("score")
-            sample = sample_section(jm, pair, plan.x, out, seed=args.seed)
-            lap("sample")
-    timings["total"] = round(time.perf_counter() - start, 4)
-    report_path = out / "report.json"
-    files = [str(nc_path)]
-    if dae is not None:
-        files += [dae["checkpoint"], dae["loss_plot"]]
-    if compatibility is not None:
-        files.append(compatibility["plot"])
-    if score is not None and "plot" in score:
-        files.append(score["plot"])
-    if sample is not None:
-        files += sample["files"]
-    files.append(str(report_path))
-    report = {
-        "command": "run",
-        "model": {
-            "name": jm.name,
-            "path": str(args.model),
-            "latent": {
-                "name": jm.latent,
-                "shape": list(jm.latent_shape),
-                "support": _describe_support(jm.latent_support),
-                "discrete": jm.latent_is_discrete,
+                pair = (plan.encoder, plan.decoder, plan.corruption)
+                if isinstance(plan.corruption, Gaussian) and plan.corruption.sigma > 0:
+                    score = score_section(jm, pair, plan.x, out, seed=args.seed,
+                                          num_points=SCORE_POINTS)  # fmt: skip
+                    lap("score")
+                sample = sample_section(jm, pair, plan.x, out, seed=args.seed)
+                lap("sample")
+        timings["total"] = round(time.perf_counter() - start, 4)
+        report_path = out / "report.json"
+        files = [str(nc_path)]
+        if dae is not None:
+            files += [dae["checkpoint"], dae["loss_plot"]]
+        if compatibility is not None:
+            files.append(compatibility["plot"])
+        if score is not None and "plot" in score:
+            files.append(score["plot"])
+        if sample is not None:
+            files += sample["files"]
+        files.append(str(report_path))
+        report = {
+            "command": "run",
+            "model": {
+                "name": jm.name,
+                "path": str(args.model),
+                "latent": {
+                    "name": jm.latent,
+                    "shape": list(jm.latent_shape),
+                    "support": _describe_support(jm.latent_support),
+                    "discrete": jm.latent_is_discrete,
+                },
+                "observed": {
+                    "name": jm.observed,
+                    "shape": list(jm.observed_shape),
+                    "support": _describe_support(jm.observed_support),
+                },
+                "latent_is_discrete": jm.latent_is_discrete,
+                "exact_methods": jm.exact_methods(),
             },
-            "observed": {
-                "name": jm.observed,
-                "shape": list(jm.observed_shape),
-                "support": _describe_support(jm.observed_support),
+            "data": {
+                "rows": rows,
+                "source": source,
+                "real": jm.has_data or args.data is not None,
+                "heldout_rows": heldout_rows,
             },
-            "latent_is_discrete": jm.latent_is_discrete,
-            "exact_methods": jm.exact_methods(),
-        },
-        "data": {
-            "rows": rows,
-            "source": source,
-            "real": jm.has_data or args.data is not None,
-            "heldout_rows": heldout_rows,
-        },
-        "encoder": {
-            "method": method,
-            "requested": args.method,
-            "exact": method in jm.exact_methods(),
-        },
-        "sampling": {
-            "num_samples": args.num_samples,
-            "num_chains": args.num_chains,
-            "seed": args.seed,
-        },
-        "posterior": posterior,
-        "convergence": convergence,
-        "sample_stats": stats,
-        "warnings": _run_warnings(convergence, stats),
-        "heldout_loglik": {
-            "mean": _finite_or_none(loglik.mean()),
-            "per_row": _tolist(loglik),
-            "definition": "mean over posterior draws h of log p(x | h) under the decoder",
-        },
-        "timings_s": timings,
-        "versions": _versions(az),
-        "files": files,
-    }
-    if dae is not None:
-        report["dae"] = dae
-    if compatibility is not None:
-        report["compatibility"] = compatibility
-    if score is not None:
-        report["score"] = score
-    if sample is not None:
-        report["sample"] = sample
-    atomic_write_text(report_path, json.dumps(report, indent=2, allow_nan=False) + "\n")
+            "encoder": {
+                "method": method,
+                "requested": args.method,
+                "exact": method in jm.exact_methods(),
+            },
+            "sampling": {
+                "num_samples": args.num_samples,
+                "num_chains": args.num_chains,
+                "seed": args.seed,
+            },
+            "posterior": posterior,
+            "convergence": convergence,
+            "sample_stats": stats,
+            "warnings": _run_warnings(convergence, stats),
+            "heldout_loglik": {
+                "mean": _finite_or_none(loglik.mean()),
+                "per_row": _tolist(loglik),
+                "definition": "mean over posterior draws h of log p(x | h) under the decoder",
+            },
+            "timings_s": timings,
+            "versions": _versions(az),
+            "files": files,
+        }
+        if dae is not None:
+            report["dae"] = dae
+        if compatibility is not None:
+            report["compatibility"] = compatibility
+        if score is not None:
+            report["score"] = score
+        if sample is not None:
+            report["sample"] = sample
+        atomic_write_text(report_path, json.dumps(report, indent=2, allow_nan=False) + "\n")
 
-    if not args.quiet:
-        _print_run_summary(jm, report)
-    return 0
+        if not args.quiet:
+            _print_run_summary(jm, report)
+        return 0
 
 
 def _print_run_summary(jm: JointModel, report: dict[str, Any]) -> None:

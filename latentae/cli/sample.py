@@ -16,6 +16,7 @@ from latentae.cli._common import (
     _import_arviz,
     _model_data,
     _versions,
+    _writing,
 )
 from latentae.cli._dae import _add_checkpoint_flag, _dae_lines, _trained_pair
 
@@ -190,33 +191,34 @@ def command(args: argparse.Namespace) -> int:
     out = args.out if args.out is not None else Path("runs") / jm.name
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"--out {str(out)!r} is a file, not a folder")
-    x, source = _model_data(jm, args)
-    pair, dae = _trained_pair(jm, x, args, out)
-    out.mkdir(parents=True, exist_ok=True)
-    section = sample_section(jm, pair, x, out, seed=args.seed, num_chains=args.num_chains,
-                             num_steps=args.num_steps, burn_in=args.burn_in,
-                             thin=args.thin)  # fmt: skip
-    path = out / "sample.json"
-    files = [] if dae is None else [dae["checkpoint"], dae["loss_plot"]]
-    files += [*section["files"], str(path)]
-    report = {
-        "command": "sample",
-        "model": {"name": jm.name, "path": str(args.model)},
-        "data": {"rows": len(x), "source": source},
-        "checkpoint": str(args.checkpoint) if args.checkpoint is not None else None,
-        "sample": section,
-        "versions": _versions(_import_arviz()),
-        "files": files,
-    }
-    if dae is not None:
-        report["dae"] = dae
-    atomic_write_text(path, json.dumps(report, indent=2, allow_nan=False) + "\n")
-    if not args.quiet:
-        print(f"model     {jm.name} ({args.model})")
+    with _writing(out):
+        x, source = _model_data(jm, args)
+        pair, dae = _trained_pair(jm, x, args, out)
+        out.mkdir(parents=True, exist_ok=True)
+        section = sample_section(jm, pair, x, out, seed=args.seed, num_chains=args.num_chains,
+                                 num_steps=args.num_steps, burn_in=args.burn_in,
+                                 thin=args.thin)  # fmt: skip
+        path = out / "sample.json"
+        files = [] if dae is None else [dae["checkpoint"], dae["loss_plot"]]
+        files += [*section["files"], str(path)]
+        report = {
+            "command": "sample",
+            "model": {"name": jm.name, "path": str(args.model)},
+            "data": {"rows": len(x), "source": source},
+            "checkpoint": str(args.checkpoint) if args.checkpoint is not None else None,
+            "sample": section,
+            "versions": _versions(_import_arviz()),
+            "files": files,
+        }
         if dae is not None:
-            print("\n".join(_dae_lines(dae)))
-        print("\n".join(sample_lines(section)))
-        print("wrote")
-        for name in files:
-            print(f"  {name}")
-    return 0
+            report["dae"] = dae
+        atomic_write_text(path, json.dumps(report, indent=2, allow_nan=False) + "\n")
+        if not args.quiet:
+            print(f"model     {jm.name} ({args.model})")
+            if dae is not None:
+                print("\n".join(_dae_lines(dae)))
+            print("\n".join(sample_lines(section)))
+            print("wrote")
+            for name in files:
+                print(f"  {name}")
+        return 0

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from latentae.cli._args import _positive_int, _subparser
-from latentae.cli._common import _check_device, _fmt, _model_data, _tolist, _versions
+from latentae.cli._common import _check_device, _fmt, _model_data, _tolist, _versions, _writing
 from latentae.cli._dae import _add_checkpoint_flag, _dae_lines, _trained_pair
 
 DEFAULT_POINTS = 1000
@@ -130,38 +130,39 @@ def command(args: argparse.Namespace) -> int:
     out = args.out if args.out is not None else Path("runs") / jm.name
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"--out {str(out)!r} is a file, not a folder")
-    x, source = _model_data(jm, args)
-    if args.checkpoint is None and args.corruption is None:
-        # The score needs Gaussian corruption; the default for binary data is bit flips.
-        from latentae.cli._dae import _default_corruption
+    with _writing(out):
+        x, source = _model_data(jm, args)
+        if args.checkpoint is None and args.corruption is None:
+            # The score needs Gaussian corruption; the default for binary data is bit flips.
+            from latentae.cli._dae import _default_corruption
 
-        corruption, _ = _default_corruption(jm, x.reshape(len(x), -1))
-        args.corruption = corruption
-    pair, dae = _trained_pair(jm, x, args, out)
-    out.mkdir(parents=True, exist_ok=True)
-    section = score_section(jm, pair, x, out, seed=args.seed, num_points=args.num_points)
-    path = out / "score.json"
-    files = [] if dae is None else [dae["checkpoint"], dae["loss_plot"]]
-    files += [section["plot"]] if "plot" in section else []
-    files.append(str(path))
-    report = {
-        "command": "score",
-        "model": {"name": jm.name, "path": str(args.model)},
-        "data": {"rows": len(x), "source": source},
-        "checkpoint": str(args.checkpoint) if args.checkpoint is not None else None,
-        "score": section,
-        "versions": _versions(None),
-        "files": files,
-    }
-    if dae is not None:
-        report["dae"] = dae
-    atomic_write_text(path, json.dumps(report, indent=2, allow_nan=False) + "\n")
-    if not args.quiet:
-        print(f"model     {jm.name} ({args.model})")
+            corruption, _ = _default_corruption(jm, x.reshape(len(x), -1))
+            args.corruption = corruption
+        pair, dae = _trained_pair(jm, x, args, out)
+        out.mkdir(parents=True, exist_ok=True)
+        section = score_section(jm, pair, x, out, seed=args.seed, num_points=args.num_points)
+        path = out / "score.json"
+        files = [] if dae is None else [dae["checkpoint"], dae["loss_plot"]]
+        files += [section["plot"]] if "plot" in section else []
+        files.append(str(path))
+        report = {
+            "command": "score",
+            "model": {"name": jm.name, "path": str(args.model)},
+            "data": {"rows": len(x), "source": source},
+            "checkpoint": str(args.checkpoint) if args.checkpoint is not None else None,
+            "score": section,
+            "versions": _versions(None),
+            "files": files,
+        }
         if dae is not None:
-            print("\n".join(_dae_lines(dae)))
-        print("\n".join(score_lines(section)))
-        print("wrote")
-        for name in files:
-            print(f"  {name}")
-    return 0
+            report["dae"] = dae
+        atomic_write_text(path, json.dumps(report, indent=2, allow_nan=False) + "\n")
+        if not args.quiet:
+            print(f"model     {jm.name} ({args.model})")
+            if dae is not None:
+                print("\n".join(_dae_lines(dae)))
+            print("\n".join(score_lines(section)))
+            print("wrote")
+            for name in files:
+                print(f"  {name}")
+        return 0

@@ -14,7 +14,7 @@ from latentae.cli._args import (
     _positive_int,
     _subparser,
 )
-from latentae.cli._common import _check_device, _fmt
+from latentae.cli._common import _check_device, _fmt, _writing
 
 STUDIES = ("compatibility",)
 _size = _int_at_least(4, "a training-set size >= 4")
@@ -125,67 +125,68 @@ def command(args: argparse.Namespace) -> int:
     out = args.out if args.out is not None else Path("runs") / jm.name / "study"
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"--out {str(out)!r} is a file, not a folder")
-    previous = None
-    if args.resume:
-        path = out / "study.json"
-        if not path.exists():
-            raise FileNotFoundError(
-                f"--resume: no study at {str(path)!r}; drop --resume to start the study"
+    with _writing(out):
+        previous = None
+        if args.resume:
+            path = out / "study.json"
+            if not path.exists():
+                raise FileNotFoundError(
+                    f"--resume: no study at {str(path)!r}; drop --resume to start the study"
+                )
+            previous = StudyResult.load(path)
+        elif (out / "study.json").exists():
+            raise FileExistsError(
+                f"{str(out / 'study.json')!r} exists: pass --resume to continue that study, or "
+                "another --out"
             )
-        previous = StudyResult.load(path)
-    elif (out / "study.json").exists():
-        raise FileExistsError(
-            f"{str(out / 'study.json')!r} exists: pass --resume to continue that study, or "
-            "another --out"
+        seeds = args.seeds if args.seeds is not None else [args.seed, args.seed + 1, args.seed + 2]
+
+        def save(partial: StudyResult) -> None:
+            partial.save(out)
+            if not args.quiet:
+                cell = partial.cells[-1]
+                text = " ".join(
+                    f"{k} {_fmt(cell[k])}"
+                    for k in ("cross_ratio", "gaussian_kl", "gibbs_mmd")
+                    if k in cell and not math.isnan(cell[k])
+                )
+                print(
+                    f"cell      n {cell['n']}, capacity {cell['capacity']}, seed {cell['seed']}: "
+                    f"{text} ({cell['seconds']:.1f} s)",
+                    flush=True,
+                )
+
+        result = compatibility_study(
+            jm,
+            sizes=args.sizes,
+            capacities=args.capacities,
+            seeds=seeds,
+            steps=args.steps,
+            corruption_sigma=args.corruption_sigma,
+            device=None if device == "cpu" else device,
+            num_pairs=args.num_pairs,
+            num_chains=args.num_chains,
+            burn_in=args.burn_in,
+            resume_from=previous,
+            callback=save,
         )
-    seeds = args.seeds if args.seeds is not None else [args.seed, args.seed + 1, args.seed + 2]
-
-    def save(partial: StudyResult) -> None:
-        partial.save(out)
+        json_path, png_path = result.save(out)
         if not args.quiet:
-            cell = partial.cells[-1]
-            text = " ".join(
-                f"{k} {_fmt(cell[k])}"
-                for k in ("cross_ratio", "gaussian_kl", "gibbs_mmd")
-                if k in cell and not math.isnan(cell[k])
-            )
-            print(
-                f"cell      n {cell['n']}, capacity {cell['capacity']}, seed {cell['seed']}: "
-                f"{text} ({cell['seconds']:.1f} s)",
-                flush=True,
-            )
-
-    result = compatibility_study(
-        jm,
-        sizes=args.sizes,
-        capacities=args.capacities,
-        seeds=seeds,
-        steps=args.steps,
-        corruption_sigma=args.corruption_sigma,
-        device=None if device == "cpu" else device,
-        num_pairs=args.num_pairs,
-        num_chains=args.num_chains,
-        burn_in=args.burn_in,
-        resume_from=previous,
-        callback=save,
-    )
-    json_path, png_path = result.save(out)
-    if not args.quiet:
-        print(f"model     {jm.name} ({args.model})")
-        print(f"study     {len(result.cells)} cells in {result.seconds:.1f} s")
-        summary = result.summary()
-        for cap, slopes in result.slopes().items():
-            text = ", ".join(f"{k} {_fmt(v)}" for k, v in slopes.items())
-            print(f"slope     capacity {cap}: d log(statistic) / d log(n): {text}")
-            for stat in ("cross_ratio", "gaussian_kl", "gibbs_mmd"):
-                if stat in summary[cap]:
-                    s = summary[cap][stat]
-                    values = ", ".join(
-                        f"n={n}: {_fmt(m)} ± {_fmt(e)}"
-                        for n, m, e in zip(s["n"], s["mean"], s["se"], strict=True)
-                    )
-                    print(f"          {stat}: {values}")
-        print("wrote")
-        print(f"  {json_path}")
-        print(f"  {png_path}")
-    return 0
+            print(f"model     {jm.name} ({args.model})")
+            print(f"study     {len(result.cells)} cells in {result.seconds:.1f} s")
+            summary = result.summary()
+            for cap, slopes in result.slopes().items():
+                text = ", ".join(f"{k} {_fmt(v)}" for k, v in slopes.items())
+                print(f"slope     capacity {cap}: d log(statistic) / d log(n): {text}")
+                for stat in ("cross_ratio", "gaussian_kl", "gibbs_mmd"):
+                    if stat in summary[cap]:
+                        s = summary[cap][stat]
+                        values = ", ".join(
+                            f"n={n}: {_fmt(m)} ± {_fmt(e)}"
+                            for n, m, e in zip(s["n"], s["mean"], s["se"], strict=True)
+                        )
+                        print(f"          {stat}: {values}")
+            print("wrote")
+            print(f"  {json_path}")
+            print(f"  {png_path}")
+        return 0
