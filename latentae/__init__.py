@@ -13,6 +13,7 @@ from latentae.conditionals import (
 )
 from latentae.corruption import Corruption
 from latentae.dae import DAELoss, FitResult, TrainingInterrupted, fit
+from latentae.data import DataError, load_table
 from latentae.denoising import CorruptedEncoder, corrupt
 from latentae.energy import ConservativeCheck, TiedAutoencoder, conservative_check, potential
 from latentae.joint import ENCODER_METHODS, JointModel, ModelError
@@ -71,6 +72,7 @@ __all__ = [
     "CorruptedEncoder",
     "Corruption",
     "DAELoss",
+    "DataError",
     "FitResult",
     "FlowConditional",
     "FlowDecoder",
@@ -117,6 +119,7 @@ __all__ = [
     "langevin",
     "load_checkpoint",
     "load_pair",
+    "load_table",
     "manifold",
     "mmd2",
     "model_score",

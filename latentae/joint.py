@@ -130,7 +130,7 @@ class JointModel:
         sys.modules[module_name] = module
         try:
             spec.loader.exec_module(module)
-        except Exception as e:
+        except (Exception, SystemExit) as e:  # a script calling sys.exit() is broken too
             raise ModelError(
                 f"model script {str(path)!r} failed to execute: {type(e).__name__}: {e}"
             ) from e
@@ -164,7 +164,12 @@ class JointModel:
         return poutine.trace(model).get_trace(n)
 
     def _validate(self) -> None:
-        n = _PROBE
+        # Two sizes: a per-example dimension left out of .to_event() that happens to equal
+        # one probe size still differs from the other.
+        for n in (_PROBE, _PROBE + 1):
+            self._validate_at(n)
+
+    def _validate_at(self, n: int) -> None:
         with seeded(0), pyro.validation_enabled(True):
             try:
                 trace = self._trace(n)
@@ -175,8 +180,10 @@ class JointModel:
                         "; the data plate must be the only batch dimension: declare per-example "
                         "dimensions as event dimensions with .to_event(...)"
                     )
+                # Pyro appends a table of trace shapes to its shape errors: one line is enough.
+                first = str(e).strip().splitlines()[0] if str(e).strip() else ""
                 raise ModelError(
-                    f"{self._where}: model({n}) raised {type(e).__name__}: {e}{hint}"
+                    f"{self._where}: model({n}) raised {type(e).__name__}: {first}{hint}"
                 ) from e
         params = [name for name, s in trace.nodes.items() if s["type"] == "param"]
         if params:

@@ -31,7 +31,13 @@ _CORRUPTION_FORMS = "gaussian:SIGMA, masking:P, salt_and_pepper:P or bit_flip:P"
 class _Parser(argparse.ArgumentParser):
     """An ArgumentParser whose usage errors are one line on stderr and exit code 2."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # No abbreviations: "--conf" must not pass for --config (read before parsing).
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> NoReturn:
+        message = " ".join(message.split())  # an argument holding a newline stays one line
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
