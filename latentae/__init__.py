@@ -12,7 +12,7 @@ from latentae.conditionals import (
     GaussianConditional,
 )
 from latentae.corruption import Corruption
-from latentae.dae import DAELoss, FitResult, TrainingInterrupted, fit
+from latentae.dae import DAELoss, FitResult, LostRankError, TrainingInterrupted, fit
 from latentae.data import DataError, load_table
 from latentae.denoising import CorruptedEncoder, corrupt
 from latentae.energy import ConservativeCheck, TiedAutoencoder, conservative_check, potential
@@ -24,6 +24,7 @@ from latentae.langevin import (
     geometric_sigmas,
     langevin,
 )
+from latentae.locking import LockedError, output_lock
 from latentae.manifold import (
     Contraction,
     TangentPlane,
@@ -82,6 +83,8 @@ __all__ = [
     "GibbsResult",
     "JointModel",
     "LangevinResult",
+    "LockedError",
+    "LostRankError",
     "MixtureDecoder",
     "ModelError",
     "NoiseConditionalDAE",
@@ -123,6 +126,7 @@ __all__ = [
     "manifold",
     "mmd2",
     "model_score",
+    "output_lock",
     "potential",
     "pretrain_stack",
     "reconstruction",

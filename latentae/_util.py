@@ -77,7 +77,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     """Write a file through ``write(tmp_path)`` into a temporary sibling, then rename it.
 
     A failure part-way leaves any previous file at ``path`` intact; the rename is atomic on
-    POSIX file systems because the temporary file lives in the same directory.
+    POSIX file systems because the temporary file lives in the same directory. The data are
+    flushed to the disk before the rename, so that a crash or power cut just after it cannot
+    leave an empty or partial file under the final name in place of the previous one.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -90,11 +92,21 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
         os.umask(umask)
         os.chmod(tmp_path, 0o666 & ~umask)
         write(tmp_path)
+        _fsync(tmp_path)
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
     return path
+
+
+def _fsync(path: Path) -> None:
+    # Opened for writing: fsync on Windows refuses a read-only descriptor.
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

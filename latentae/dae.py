@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import signal
 import threading
 import time
@@ -31,7 +32,7 @@ from latentae.checkpoint import CheckpointError, load_checkpoint, save_checkpoin
 from latentae.corruption import Corruption
 from latentae.rows import CHUNK, split
 
-__all__ = ["DAELoss", "FitResult", "TrainingInterrupted", "fit"]
+__all__ = ["DAELoss", "FitResult", "LostRankError", "TrainingInterrupted", "fit"]
 
 # Settings whose change would make a resumed run differ from the interrupted one.
 _RESUME_KEYS = (
@@ -51,6 +52,21 @@ class TrainingInterrupted(KeyboardInterrupt):
     def __init__(self, message: str, step: int, checkpoint: Path | None) -> None:
         super().__init__(message)
         self.step, self.checkpoint = step, checkpoint
+
+
+class LostRankError(RuntimeError):
+    """Distributed training lost contact with another rank: it died, hung past the process
+    group's timeout, or the network failed. Restart every rank with ``resume=True``.
+
+    Attributes:
+        step: optimizer steps this rank had completed.
+        rank: the rank that was lost, when it can be told (two ranks), else ``None``.
+        checkpoint: the last checkpoint on disk, or ``None``.
+    """
+
+    def __init__(self, message: str, step: int, rank: int | None, checkpoint: Path | None):
+        super().__init__(message)
+        self.step, self.rank, self.checkpoint = step, rank, checkpoint
 
 
 @dataclass
@@ -201,6 +217,49 @@ def _world() -> tuple[int, int, bool]:
     return 1, 0, False
 
 
+# What gloo and NCCL say when a peer's connection closes or a collective times out. torch
+# raises some of these as plain RuntimeErrors rather than DistError, so the text decides.
+_LOST_CONTACT = re.compile(
+    r"gloo|nccl|connection (closed|reset|refused)|broken pipe|timed out|socket", re.IGNORECASE
+)
+
+
+def _lost_contact(error: BaseException) -> bool:
+    """Whether ``error``, raised while training across ranks, is a failed collective."""
+    return isinstance(error, dist.DistError) or bool(_LOST_CONTACT.search(str(error)))
+
+
+def _lost_rank_error(
+    error: BaseException, world: int, rank: int, step: int, path: Path | None
+) -> LostRankError:
+    """The error that says which rank was lost, where training stood and how to go on."""
+    lost = 1 - rank if world == 2 else None
+    who = f"rank {lost}" if lost is not None else f"another of the {world} ranks"
+    kept = path if path is not None and path.is_file() else None
+    if path is None:
+        where = "no checkpoint was being written (pass checkpoint=PATH to be able to resume)"
+    elif kept is None:
+        where = f"no checkpoint was written yet to {str(path)!r}"
+    else:
+        # The step comes from the file itself: rank 0 may have died writing a newer one.
+        try:
+            saved = torch.load(kept, map_location="cpu", weights_only=True, mmap=True)["step"]
+        except Exception:
+            saved = "unreadable"
+        where = f"the last checkpoint is {str(kept)!r} (step {saved})"
+    # The backend's own words, without its source location and its advice.
+    lines = str(error).strip().splitlines()
+    detail = re.sub(r"^\[[^\]]*\]\s*", "", lines[0]) if lines else type(error).__name__
+    detail = detail.split(". This is typically")[0]
+    return LostRankError(
+        f"lost contact with {who} at step {step} (a rank died or the network failed: "
+        f"{detail}); {where}; restart all ranks with resume=True (latentae's CLI: --resume)",
+        step,
+        lost,
+        kept,
+    )
+
+
 def _rng_state(cuda: bool) -> dict[str, Any]:
     return {
         "cpu": torch.get_rng_state(),
@@ -285,6 +344,14 @@ def fit(
             column are named), or a checkpoint from a different run.
         FloatingPointError: the loss became non-finite; the last good checkpoint is kept.
         TrainingInterrupted: SIGINT/SIGTERM arrived; the checkpoint was written first.
+        LostRankError: under torch.distributed, another rank died, hung or became
+            unreachable. With gloo a dead rank is noticed at the next collective, within a
+            step; a hung or unreachable one only after the process group's timeout (torch's
+            default: 30 minutes for gloo, 10 for NCCL, whose watchdog may end the process
+            itself). To bound the wait, initialize the group yourself before calling fit,
+            e.g. ``torch.distributed.init_process_group("gloo", timeout=timedelta(minutes=2))``.
+            No checkpoint is written then (it would need every rank's RNG state); the
+            message names the last one.
 
     Example:
         >>> import latentae as lae
@@ -369,9 +436,7 @@ def fit(
         "encoder": _unit_config(encoder), "decoder": _unit_config(decoder),
     }  # fmt: skip
     loss_module = DAELoss(encoder, decoder, corruption, walkback)
-    model = loss_module
-    if world > 1:
-        model = DistributedDataParallel(loss_module, device_ids=[device.index] if cuda else None)
+    model: nn.Module = loss_module
     opt = _optimizer(optimizer, params, lr, weight_decay)
     sched = _schedule(schedule, opt, steps)
     history: dict[str, list] = {"step": [], "loss": []}
@@ -465,7 +530,12 @@ def fit(
     bar = tqdm(total=steps, initial=start_step, desc="DAE", unit="step",
                disable=None if progress and rank == 0 else True)  # fmt: skip
     batches = iter(()) if rows is None else None
+    step = start_step
     try:
+        if world > 1:  # its constructor is the first collective: a lost rank shows here
+            model = DistributedDataParallel(
+                loss_module, device_ids=[device.index] if cuda else None
+            )
         with seeded(seed + rank), _Signals() as signals:
             if restored_rng is not None:
                 _set_rng_state(restored_rng, cuda)
@@ -497,8 +567,9 @@ def fit(
                     x = x.flatten(1)
                 try:
                     loss = model(x)
-                except (ValueError, RuntimeError):
-                    diverged(step)
+                except (ValueError, RuntimeError) as e:
+                    if not (world > 1 and _lost_contact(e)):
+                        diverged(step)
                     raise
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -536,6 +607,13 @@ def fit(
                         step,
                         path,
                     )
+    except RuntimeError as e:
+        # A dead or hung rank makes the next collective (DDP's buffer broadcast or gradient
+        # all-reduce, the stop-flag all-reduce, the RNG-state gather) fail on every survivor:
+        # at once when the peer's connection closes, else after the process group's timeout.
+        if world > 1 and _lost_contact(e) and not isinstance(e, LostRankError):
+            raise _lost_rank_error(e, world, rank, step, path) from e
+        raise
     finally:
         bar.close()
         if own_group:
