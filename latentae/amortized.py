@@ -34,7 +34,7 @@ class AmortizedEncoder(ModelEncoder):
     (``family="flow"``) in the latent's unconstrained space; a ``{0..K-1}`` latent uses softmax
     units. Build it with :meth:`fit` (or ``jm.encoder("amortized", ...)``).
 
-    Example:
+    Examples:
         >>> jm = JointModel.from_file("models/ppca.py")
         >>> enc = jm.encoder("amortized", steps=20, progress=False, seed=0)
         >>> len(enc.history), tuple(enc(jm.sample(3, seed=1)[1]).sample().shape)

@@ -56,7 +56,7 @@ def from_draws(
             ``None`` when the draws have no such axis.
         attrs: attributes stored on every group (method, model, ...).
 
-    Example:
+    Examples:
         >>> idata = from_draws({"h": torch.zeros(4, 100, 3, 2)}, observed={"x": torch.zeros(3, 5)})
         >>> dict(idata.posterior.sizes)
         {'chain': 4, 'draw': 100, 'obs': 3, 'h_dim': 2}

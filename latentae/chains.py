@@ -50,7 +50,7 @@ def sample_posterior(
             comes from a JointModel, else ``"h"``.
         observed: the observation's name, likewise (``"x"``).
 
-    Example:
+    Examples:
         >>> import latentae as lae
         >>> jm = lae.JointModel.from_file("models/ppca.py")
         >>> x = jm.sample(3, seed=0)[1]
@@ -128,7 +128,7 @@ def gibbs_chain(
         thin: keep every ``thin``-th state after ``burn_in``.
         seed: seed for the chains.
 
-    Example:
+    Examples:
         >>> import latentae as lae
         >>> jm = lae.JointModel.from_file("models/ppca.py")
         >>> enc, dec = jm.encoder("laplace"), jm.decoder()
@@ -163,7 +163,7 @@ def exact_gibbs(joint: JointModel, x0: Tensor, num_steps: int, **options: Any) -
     Raises:
         ValueError: no exact encoder exists for the model (see ``joint.exact_methods()``).
 
-    Example:
+    Examples:
         >>> import latentae as lae
         >>> jm = lae.JointModel.from_file("models/mixture.py")
         >>> exact_gibbs(jm, torch.zeros(50, 2), 5, seed=0).x.shape
@@ -251,7 +251,7 @@ def gsn_chain(
         ``InferenceData`` whose ``posterior`` group holds ``name`` with dims
         ``(chain, draw, <name>_dim...)``; its attributes record the sampler and settings.
 
-    Example:
+    Examples:
         >>> import latentae as lae
         >>> from latentae.corruption import Gaussian
         >>> enc, dec = lae.GaussianEncoder(2, 2, hidden=(8,)), lae.GaussianDecoder(2, 2)

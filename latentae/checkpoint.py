@@ -47,7 +47,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         CheckpointError: the file is missing, truncated or corrupt, or not a latentae
             training checkpoint.
 
-    Example:
+    Examples:
         >>> import tempfile, pathlib
         >>> path = pathlib.Path(tempfile.mkdtemp()) / "run.pt"
         >>> _ = save_checkpoint(path, {"step": 3})
@@ -122,7 +122,7 @@ def load_pair(path: str | os.PathLike) -> TrainedPair:
             not built-in units (rebuild those yourself and ``load_state_dict`` the weights
             from :func:`load_checkpoint`).
 
-    Example:
+    Examples:
         >>> import tempfile, pathlib, torch
         >>> import latentae as lae
         >>> from latentae.corruption import Gaussian

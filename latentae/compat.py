@@ -220,7 +220,7 @@ def cross_ratio(
     Returns:
         CrossRatioResult with the statistic and its standard error.
 
-    Example:
+    Examples:
         >>> from latentae import GaussianConditional, GaussianDecoder
         >>> enc, dec = GaussianConditional(3, 2), GaussianDecoder(2, 3)
         >>> r = cross_ratio(enc, dec, torch.randn(50, 3), num_pairs=100, seed=0)
@@ -312,7 +312,7 @@ def interaction(
     Raises:
         ValueError: h or x is discrete.
 
-    Example:
+    Examples:
         >>> from latentae import GaussianConditional, GaussianDecoder
         >>> enc, dec = GaussianConditional(3, 2), GaussianDecoder(2, 3)
         >>> r = interaction(enc, dec, torch.randn(40, 3), num_points=20, seed=0)
@@ -426,7 +426,7 @@ def gaussian(encoder: Any, decoder: Any, x: Tensor) -> GaussianResult:
         ValueError: either conditional has no ``linear_gaussian()``, or the chain is not
             stable (the spectral radius of WV is ≥ 1, so it has no stationary law).
 
-    Example:
+    Examples:
         >>> from latentae import GaussianDecoder, GaussianEncoder
         >>> enc, dec = GaussianEncoder(3, 2, noise=0.5), GaussianDecoder(2, 3)
         >>> with torch.no_grad():
@@ -522,7 +522,7 @@ def gibbs_test(
     away within ``burn_in`` steps. With ``corruption`` (a DAE pair given as q(h|x̃) and its
     corruption), each step corrupts x first: the encoder is ``corrupt(encoder, corruption)``.
 
-    Example:
+    Examples:
         >>> import latentae as lae
         >>> jm = lae.JointModel.from_file("models/ppca.py")
         >>> _, x = jm.sample(400, seed=0)
@@ -612,7 +612,7 @@ def check(
     holds out a seeded half of ``data``. A diagnostic that does not apply (no density, a
     discrete variable, no closed form) is listed in ``skipped`` with the reason.
 
-    Example:
+    Examples:
         >>> import latentae as lae
         >>> jm = lae.JointModel.from_file("models/ppca.py")
         >>> _, x = jm.sample(400, seed=0)

@@ -49,7 +49,7 @@ class Conditional(nn.Module):
     differentiable in their context and value, so derivatives are taken through them by
     autograd; :attr:`has_log_prob` is ``False`` for those that can only sample.
 
-    Example:
+    Examples:
         >>> q = GaussianConditional(3, 2, hidden=(16,))
         >>> d = q(torch.randn(5, 3))
         >>> tuple(d.batch_shape), tuple(d.event_shape), tuple(d.log_prob(d.sample()).shape)
@@ -69,7 +69,7 @@ class Conditional(nn.Module):
 def MLP(in_features: int, out_features: int, hidden: Sequence[int] = (), activation=nn.SiLU):
     """A multilayer perceptron; ``hidden=()`` is a single affine layer.
 
-    Example:
+    Examples:
         >>> MLP(3, 2, hidden=(8,))(torch.randn(4, 3)).shape
         torch.Size([4, 2])
     """
@@ -144,7 +144,7 @@ class GaussianConditional(_Standardized):
         cov: ``"diag"``, ``"lowrank"`` (diagonal plus rank ``rank``) or ``"full"``.
         rank: rank of the low-rank part (``cov="lowrank"`` only).
 
-    Example:
+    Examples:
         >>> q = GaussianConditional(4, 2, cov="full")
         >>> type(q(torch.zeros(3, 4))).__name__
         'MultivariateNormal'
@@ -235,7 +235,7 @@ class GaussianConditional(_Standardized):
 class CategoricalConditional(_Standardized):
     """A categorical p(y | c) over ``{0, ..., num_classes - 1}`` with softmax units (§14.4).
 
-    Example:
+    Examples:
         >>> q = CategoricalConditional(2, 3, hidden=(8,))
         >>> q(torch.randn(4, 2)).probs.shape
         torch.Size([4, 3])
@@ -256,7 +256,7 @@ class CategoricalConditional(_Standardized):
 class BernoulliConditional(_Standardized):
     """Independent Bernoulli units p(y | c) with sigmoid outputs (§14.4).
 
-    Example:
+    Examples:
         >>> q = BernoulliConditional(2, 16)
         >>> q(torch.randn(4, 2)).sample().shape
         torch.Size([4, 16])
@@ -286,7 +286,7 @@ class FlowConditional(_Standardized):
         transforms: number of spline transforms.
         bins: spline bins per transform.
 
-    Example:
+    Examples:
         >>> q = FlowConditional(3, 2, hidden=(16,), transforms=2)
         >>> d = q(torch.randn(5, 3))
         >>> tuple(d.log_prob(d.sample()).shape)

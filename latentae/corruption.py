@@ -80,7 +80,7 @@ class Corruption:
     back) and implement :meth:`sample` and :meth:`log_prob`. Two corruptions are equal when
     their configurations are.
 
-    Example:
+    Examples:
         >>> c = from_config({"name": "masking", "p": 0.25})
         >>> c, c == Masking(0.25)
         (Masking(p=0.25), True)
@@ -153,7 +153,7 @@ def from_config(config: Mapping[str, Any]) -> Corruption:
         ValueError: the name is unknown, a parameter is missing or unexpected, or a value is
             out of range.
 
-    Example:
+    Examples:
         >>> from_config({"name": "salt_and_pepper", "p": 0.1})
         SaltAndPepper(p=0.1, low=0.0, high=1.0)
     """
@@ -197,7 +197,7 @@ class Gaussian(Corruption):
     Args:
         sigma: the noise standard deviation, finite and >= 0.
 
-    Example:
+    Examples:
         >>> from latentae._util import seeded
         >>> with seeded(0):
         ...     x_tilde = Gaussian(0.5).sample(torch.zeros(4, 3))
@@ -251,7 +251,7 @@ class Masking(Corruption):
     Args:
         p: the masking probability, in [0, 1).
 
-    Example:
+    Examples:
         >>> x = torch.tensor([[1.0, 2.0]])
         >>> Masking(0.25).log_prob(torch.tensor([[0.0, 2.0]]), x).exp()
         tensor([0.1875])
@@ -293,7 +293,7 @@ class SaltAndPepper(Corruption):
         low: the "pepper" value.
         high: the "salt" value, greater than ``low``.
 
-    Example:
+    Examples:
         >>> x = torch.tensor([[0.5, 1.0]])
         >>> SaltAndPepper(0.2).log_prob(torch.tensor([[0.0, 1.0]]), x).exp()
         tensor([0.0900])
@@ -335,7 +335,7 @@ class BitFlip(Corruption):
     Args:
         p: the flip probability, in [0, 1).
 
-    Example:
+    Examples:
         >>> x = torch.tensor([[0.0, 1.0, 1.0]])
         >>> BitFlip(0.1).log_prob(torch.tensor([[1.0, 1.0, 1.0]]), x).exp()
         tensor([0.0810])

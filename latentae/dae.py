@@ -103,7 +103,7 @@ class DAELoss(nn.Module):
     steps further and each visited h is also trained to reconstruct the original x, which
     removes spurious modes far from the data.
 
-    Example:
+    Examples:
         >>> from latentae.conditionals import GaussianConditional
         >>> from latentae.corruption import Gaussian
         >>> loss = DAELoss(GaussianConditional(3, 2), GaussianConditional(2, 3), Gaussian(0.1))
@@ -353,7 +353,7 @@ def fit(
             No checkpoint is written then (it would need every rank's RNG state); the
             message names the last one.
 
-    Example:
+    Examples:
         >>> import latentae as lae
         >>> from latentae.corruption import Gaussian
         >>> x = torch.randn(256, 3)

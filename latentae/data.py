@@ -74,7 +74,7 @@ def load_table(
     Raises:
         DataError: a ``ValueError`` naming the file, what is wrong and how to fix it.
 
-    Example:
+    Examples:
         >>> import tempfile, numpy as np
         >>> from latentae import JointModel
         >>> jm = JointModel.from_file("models/ppca.py")

@@ -147,7 +147,7 @@ class CorruptionMarginal(Distribution):
         num_corruptions: S, the corruption draws behind :meth:`log_prob` and :attr:`mean`.
         estimator: ``"prior"``, ``"laplace"`` or ``"auto"`` (see the module docstring).
 
-    Example:
+    Examples:
         >>> from latentae.conditionals import GaussianConditional
         >>> from latentae.corruption import Masking
         >>> q = GaussianConditional(3, 2, hidden=(8,))
@@ -301,7 +301,7 @@ class CorruptedEncoder(Conditional):
         num_corruptions: corruption draws behind the Monte Carlo ``log_prob``.
         estimator: ``"prior"``, ``"laplace"`` or ``"auto"``, see :func:`corrupt`.
 
-    Example:
+    Examples:
         >>> from latentae.conditionals import GaussianConditional
         >>> enc = CorruptedEncoder(GaussianConditional(3, 2), Gaussian(0.5))
         >>> type(enc(torch.randn(4, 3))).__name__
@@ -392,7 +392,7 @@ def corrupt(
             draws), ``"laplace"`` (importance sampling around the mode, for Gaussian
             corruption and a GaussianEncoder) or ``"auto"`` (``"laplace"`` where it applies).
 
-    Example:
+    Examples:
         >>> from latentae.conditionals import GaussianConditional
         >>> from latentae.corruption import Masking
         >>> enc = corrupt(GaussianConditional(3, 2, hidden=(8,)), Masking(0.2))

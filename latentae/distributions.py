@@ -23,7 +23,7 @@ class Enumerated(Distribution):
         values: the support, shape ``(K, *event_shape)``.
         logits: unnormalized log probabilities, shape ``(*batch_shape, K)``.
 
-    Example:
+    Examples:
         >>> d = Enumerated(torch.tensor([[0.0, 1.0], [1.0, 1.0]]), torch.tensor([[0.0, 0.0]]))
         >>> d.log_prob(torch.tensor([[1.0, 1.0]])).exp()
         tensor([0.5000])

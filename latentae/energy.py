@@ -95,7 +95,7 @@ class TiedAutoencoder(nn.Module):
         activation: one of :data:`ACTIVATIONS` (``"sigmoid"``, ``"tanh"``, ``"softplus"``,
             ``"relu"``, ``"linear"``).
 
-    Example:
+    Examples:
         >>> ae = TiedAutoencoder(3, 4, activation="tanh")
         >>> x = torch.randn(5, 3)
         >>> tuple(ae(x).shape), tuple(ae.potential(x).shape)
@@ -165,7 +165,7 @@ def potential(autoencoder: TiedAutoencoder, x: Tensor) -> Tensor:
         TypeError: ``autoencoder`` is not tied, or x is not a floating-point tensor.
         ValueError: x has the wrong width.
 
-    Example:
+    Examples:
         >>> ae = TiedAutoencoder(2, 3)
         >>> x = torch.randn(4, 2, requires_grad=True)
         >>> (grad,) = torch.autograd.grad(potential(ae, x).sum(), x)
@@ -238,7 +238,7 @@ def conservative_check(r: Any, x: Tensor) -> ConservativeCheck:
         ValueError: bad shapes, non-finite x, r not mapping R^d to R^d, or r not
             differentiable in x.
 
-    Example:
+    Examples:
         >>> A = torch.tensor([[1.0, 2.0], [0.0, 1.0]])
         >>> conservative_check(lambda x: x @ A.T, torch.randn(3, 2)).asymmetry
         tensor([0.5774, 0.5774, 0.5774])

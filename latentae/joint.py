@@ -59,7 +59,7 @@ class JointModel:
     Raises:
         ModelError: the model breaks the contract (the message says how to fix it).
 
-    Example:
+    Examples:
         >>> import pyro, pyro.distributions as dist, torch
         >>> def model(n):
         ...     with pyro.plate("data", n):
@@ -409,7 +409,7 @@ class JointModel:
     def decoder(self) -> Conditional:
         """The exact decoder p_model(x | h), vectorized over rows.
 
-        Example:
+        Examples:
             >>> jm = JointModel.from_file("models/ppca.py")
             >>> h, x = jm.sample(4, seed=0)
             >>> bool(torch.allclose(jm.decoder()(h).log_prob(x), jm.log_likelihood(x, h)))
@@ -428,7 +428,7 @@ class JointModel:
                 (enumerate for a discrete latent, laplace otherwise).
             **options: passed to the method's class in :mod:`latentae.posterior`.
 
-        Example:
+        Examples:
             >>> jm = JointModel.from_file("models/mixture.py")
             >>> h, x = jm.sample(5, seed=0)
             >>> tuple(jm.encoder("enumerate")(x).probs.shape)

@@ -120,7 +120,7 @@ def geometric_sigmas(sigma_max: float, sigma_min: float, num_levels: int) -> Ten
     """The geometric noise ladder σ_1 = ``sigma_max`` > ... > σ_L = ``sigma_min`` of Song &
     Ermon (2019), as a float64 tensor of shape ``(num_levels,)``.
 
-    Example:
+    Examples:
         >>> geometric_sigmas(10.0, 0.1, 3)
         tensor([10.0000,  1.0000,  0.1000], dtype=torch.float64)
     """
@@ -211,7 +211,7 @@ def langevin(
     Raises:
         FloatingPointError: the chains became non-finite (the step size is too large).
 
-    Example:
+    Examples:
         >>> result = langevin(lambda x: -x, torch.zeros(1000, 2), 0.1, 200, seed=0)
         >>> tuple(result.x.shape), result.draws is None
         ((1000, 2), True)
@@ -305,7 +305,7 @@ def annealed_langevin(
     Raises:
         FloatingPointError: the chains became non-finite (the step size is too large).
 
-    Example:
+    Examples:
         >>> score = lambda x, sigma: -x / (1 + sigma**2)  # N(0, I) smoothed by N(0, sigma^2 I)
         >>> sigmas = geometric_sigmas(10.0, 0.1, 5)
         >>> result = annealed_langevin(score, torch.zeros(500, 2), sigmas, 1e-3, 50, seed=0)

@@ -118,7 +118,7 @@ def output_lock(folder: str | os.PathLike) -> Iterator[OutputLock]:
         NotADirectoryError: ``folder`` is a file, or lies under one.
         OSError: the folder cannot be created or written (e.g. ``PermissionError``).
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> folder = Path(tempfile.mkdtemp()) / "run"
         >>> with output_lock(folder) as lock:

@@ -132,7 +132,7 @@ def encoder_jacobian(encoder: Callable[[Tensor], Any], x: Tensor) -> Tensor:
         ValueError: x is not of shape (n, d), has a non-finite value, or the encoder's mean
             is not differentiable in x or not one row per point.
 
-    Example:
+    Examples:
         >>> A = torch.tensor([[1.0, 2.0], [0.0, 3.0], [4.0, 5.0]])
         >>> encoder_jacobian(lambda x: x @ A.T, torch.randn(4, 2))[0]
         tensor([[1., 2.],
@@ -196,7 +196,7 @@ def tangent_plane(
         ValueError: bad shapes, non-finite x, ``dim`` out of range, ``min_ratio <= 1``, or an
             encoder not differentiable in x.
 
-    Example:
+    Examples:
         >>> A = torch.tensor([[3.0, 0.0], [0.0, 0.1]])  # stretches e1, contracts e2
         >>> plane = tangent_plane(lambda x: x @ A.T, torch.randn(5, 2))
         >>> plane.dim.tolist(), plane.basis[0].abs().squeeze(-1).tolist()
@@ -293,7 +293,7 @@ def contraction(encoder: Callable[[Tensor], Any], x: Tensor, tangent: Tensor) ->
         TypeError, ValueError: bad input, as for :func:`tangent_plane`; a tangent basis of the
             wrong shape, rank-deficient, or spanning all of R^d (then nothing is normal).
 
-    Example:
+    Examples:
         >>> A = torch.tensor([[3.0, 0.0], [0.0, 0.1]])
         >>> x = torch.randn(4, 2)
         >>> contraction(lambda x: x @ A.T, x, torch.tensor([1.0, 0.0]).expand(4, 2)).ratio
@@ -339,7 +339,7 @@ def subspace_angles(a: Tensor, b: Tensor) -> Tensor:
     Raises:
         TypeError, ValueError: non-tensors, mismatched shapes, rank-deficient columns.
 
-    Example:
+    Examples:
         >>> a = torch.tensor([[1.0, 0.0, 0.0]])
         >>> b = torch.tensor([[1.0, 1.0, 0.0]])
         >>> subspace_angles(a, b)

@@ -38,7 +38,7 @@ class NoiseConditionalDAE(nn.Module):
         x_dim: dimension of x.
         hidden: widths of F's hidden layers.
 
-    Example:
+    Examples:
         >>> model = NoiseConditionalDAE(2, hidden=(16,)).standardize(torch.randn(100, 2))
         >>> x = torch.randn(5, 2)
         >>> tuple(model(x, 0.5).shape), tuple(model.score(x, 0.5).shape)
@@ -152,7 +152,7 @@ def fit_noise_conditional(
     Raises:
         FloatingPointError: the loss became non-finite.
 
-    Example:
+    Examples:
         >>> data = torch.randn(500, 2)
         >>> model = NoiseConditionalDAE(2, hidden=(16,)).standardize(data)
         >>> fit = fit_noise_conditional(model, data, [1.0, 0.1], steps=20, seed=0)

@@ -64,7 +64,7 @@ def moving_average(values: Sequence[float], window: int) -> np.ndarray:
     a logarithmic step axis the smoothing then looks about equally wide everywhere. At the
     end the window keeps its past side only, so the curve neither lags nor loses its end.
 
-    Example:
+    Examples:
         >>> moving_average([float(i) for i in range(40)], 5)[[5, 20, 39]]
         array([ 5., 20., 38.])
     """
@@ -106,7 +106,7 @@ def loss_curve(
     Raises:
         ValueError: ``history`` is empty or its lists are not aligned.
 
-    Example:
+    Examples:
         >>> steps = list(range(1, 101))
         >>> history = {"step": steps, "loss": [1 + 1 / s for s in steps]}
         >>> fig = loss_curve(history, {"step": [50, 100], "nll": [1.1, 1.05]})
@@ -157,7 +157,7 @@ def save_figure(fig: Figure, path: str | os.PathLike, *, dpi: int = 120) -> Path
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
 
-    Example:
+    Examples:
         >>> import tempfile, pathlib
         >>> fig = loss_curve({"step": [1, 2], "loss": [2.0, 1.0]})
         >>> path = save_figure(fig, pathlib.Path(tempfile.mkdtemp()) / "loss.png")
@@ -187,7 +187,7 @@ def compatibility_figure(report: Any, *, title: str | None = None) -> Figure:
     Returns:
         A two-panel Figure.
 
-    Example:
+    Examples:
         >>> import latentae as lae
         >>> jm = lae.JointModel.from_file("models/ppca.py")
         >>> _, x = jm.sample(200, seed=0)
@@ -326,7 +326,7 @@ def vector_field(
             are not 2-D.
         TypeError: ``reference`` is neither a JointModel nor a callable.
 
-    Example:
+    Examples:
         >>> from latentae.units import GaussianDecoder, GaussianEncoder
         >>> enc, dec = GaussianEncoder(2, 3, noise=0.0), GaussianDecoder(3, 2)
         >>> fig = vector_field(enc, dec, torch.randn(50, 2), grid=5)

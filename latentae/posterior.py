@@ -71,7 +71,7 @@ class _FromModel(Conditional):
 class ModelDecoder(_FromModel):
     """The exact decoder p_model(x | h), from one vectorized trace of the model conditioned on h.
 
-    Example:
+    Examples:
         >>> jm = JointModel.from_file("models/ppca.py")
         >>> h, x = jm.sample(3, seed=0)
         >>> tuple(jm.decoder()(h).mean.shape)
@@ -115,7 +115,7 @@ class EnumerateEncoder(ModelEncoder):
     Returns a ``Categorical`` when the support is ``{0, ..., K-1}`` and an
     :class:`~latentae.distributions.Enumerated` otherwise (e.g. a vector of binary units).
 
-    Example:
+    Examples:
         >>> jm = JointModel.from_file("models/mixture.py")
         >>> h, x = jm.sample(4, seed=0)
         >>> p = jm.encoder("enumerate")(x).probs
@@ -221,7 +221,7 @@ class LaplaceEncoder(_Unconstrained):
         num_starts: prior draws per row from which the best is the starting point.
         seed: seed for those draws.
 
-    Example:
+    Examples:
         >>> jm = JointModel.from_file("models/ppca.py")
         >>> h, x = jm.sample(3, seed=0)
         >>> q = jm.encoder("laplace")(x)
@@ -347,7 +347,7 @@ class ImportanceEncoder(ModelEncoder):
         seed: seed for the proposals (the same draws on every call); ``None`` uses the
             global RNG.
 
-    Example:
+    Examples:
         >>> jm = JointModel.from_file("models/ppca.py")
         >>> h, x = jm.sample(2, seed=0)
         >>> q = jm.encoder("importance", num_particles=500, seed=0)(x)

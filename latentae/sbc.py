@@ -49,7 +49,7 @@ def sbc(
     Ties (discrete latents) are broken uniformly at random, which keeps the ranks uniform.
     Uniformity is tested per latent coordinate by a chi-square test on ``num_bins`` bins.
 
-    Example:
+    Examples:
         >>> import latentae as lae
         >>> jm = lae.JointModel.from_file("models/ppca.py")
         >>> result = sbc(jm, jm.encoder("laplace"), num_simulations=200, seed=0)

@@ -149,7 +149,7 @@ def reconstruction(
         ValueError: ``x`` is not ``(n, d)`` or not finite, the decoder has no mean, or its
             reconstructions do not have the shape of ``x``.
 
-    Example:
+    Examples:
         >>> from latentae.units import GaussianDecoder, GaussianEncoder
         >>> enc, dec = GaussianEncoder(3, 4, noise=0.0), GaussianDecoder(4, 3)
         >>> tuple(reconstruction(enc, dec, torch.randn(5, 3)).shape)
@@ -212,7 +212,7 @@ def dae_score(
         ValueError: ``sigma`` is not a positive finite number or the corruption is not
             Gaussian, or :func:`reconstruction` refuses the inputs.
 
-    Example:
+    Examples:
         >>> from latentae.units import GaussianDecoder, GaussianEncoder
         >>> enc, dec = GaussianEncoder(2, 2, noise=0.0), GaussianDecoder(2, 2)
         >>> tuple(dae_score(enc, dec, torch.randn(4, 2), sigma=0.5).shape)
@@ -267,7 +267,7 @@ class widen(Messenger):
     Raises:
         ValueError: (when the site runs) its distribution is not Gaussian.
 
-    Example:
+    Examples:
         >>> import pyro, pyro.distributions as dist
         >>> def model():
         ...     return pyro.sample("x", dist.Normal(torch.zeros(2), 0.3).to_event(1))
@@ -298,7 +298,7 @@ def widened(joint: JointModel, sigma: float) -> JointModel:
         ValueError: the observation distribution is not Gaussian, or ``sigma < 0``.
         TypeError: ``joint`` is not a JointModel.
 
-    Example:
+    Examples:
         >>> jm = JointModel.from_file("models/ppca.py")
         >>> float(widened(jm, 0.3).decoder()(torch.zeros(1, 2)).variance[0, 0])  # 0.5² + 0.3²
         0.34
@@ -350,7 +350,7 @@ def model_score(joint: JointModel, x: Tensor, sigma: float | Gaussian = 0.0) -> 
         ValueError: the model has no exact encoder, its observations are not real-valued or
             (for ``sigma > 0``) not Gaussian, ``sigma < 0``, or ``x`` has the wrong shape.
 
-    Example:
+    Examples:
         >>> jm = JointModel.from_file("models/ppca.py")
         >>> C = jm.module.W @ jm.module.W.T + jm.module.NOISE**2 * torch.eye(5)
         >>> x = jm.sample(3, seed=0)[1]
@@ -462,7 +462,7 @@ def score_error(estimate: Tensor, reference: Tensor) -> ScoreError:
         TypeError: either is not a floating-point tensor.
         ValueError: their shapes differ, they are empty, or the reference is all zero.
 
-    Example:
+    Examples:
         >>> r = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
         >>> err = score_error(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), r)
         >>> round(err.relative, 4), err.cosine.tolist(), err.per_point.tolist()

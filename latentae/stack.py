@@ -108,7 +108,7 @@ class StackedEncoder(Conditional):
             callable returning an ``nn.Module``.
         noise: standard deviation of the noise injected into the code, ``>= 0``.
 
-    Example:
+    Examples:
         >>> enc = StackedEncoder((6, 4, 2), noise=0.1)
         >>> tuple(enc.mean_map(torch.rand(5, 6)).shape), enc(torch.rand(5, 6)).stddev[0]
         ((5, 2), tensor([0.1000, 0.1000]))
@@ -180,7 +180,7 @@ class StackedDecoder(Conditional):
         output: ``"gaussian"`` or ``"bernoulli"``.
         activate_output: apply the activation to the Gaussian mean.
 
-    Example:
+    Examples:
         >>> dec = StackedDecoder((2, 4, 6), output="bernoulli")
         >>> d = dec(torch.rand(5, 2))
         >>> tuple(d.log_prob(torch.ones(5, 6)).shape), tuple(dec.mean_map(torch.rand(5, 2)).shape)
@@ -265,7 +265,7 @@ def deep_autoencoder(
     Returns:
         ``(encoder, decoder)``: a :class:`StackedEncoder` and a :class:`StackedDecoder`.
 
-    Example:
+    Examples:
         >>> enc, dec = deep_autoencoder(6, (4, 2), seed=0)
         >>> enc.widths, dec.widths
         ((6, 4, 2), (2, 4, 6))
@@ -385,7 +385,7 @@ def pretrain_stack(
             ``output="bernoulli"``, or any error of :func:`latentae.fit`.
         TypeError: ``corruption`` is not a :class:`~latentae.corruption.Corruption`.
 
-    Example:
+    Examples:
         >>> from latentae.corruption import Masking
         >>> x = torch.rand(64, 6)
         >>> r = pretrain_stack(x, (4, 2), Masking(0.25), steps_per_layer=5, finetune_steps=5,

@@ -36,7 +36,7 @@ class LinearGaussian(NamedTuple):
 def gaussian_kl(mean_p: Tensor, cov_p: Tensor, mean_q: Tensor, cov_q: Tensor) -> Tensor:
     """KL(N(mean_p, cov_p) || N(mean_q, cov_q)) in nats (batched over leading dims).
 
-    Example:
+    Examples:
         >>> float(gaussian_kl(torch.zeros(2), torch.eye(2), torch.ones(2), torch.eye(2)))
         1.0
     """
@@ -58,7 +58,7 @@ def reverse_conditional(
     Applied to p_data(x) (taken Gaussian) and a DAE's encoder p_enc(h | x), the reverse
     conditional is the optimal decoder q(x | h) of eq. 14.14 (Alain et al. 2015).
 
-    Example:
+    Examples:
         >>> fwd = LinearGaussian(torch.eye(2), torch.zeros(2), torch.eye(2))
         >>> back, h_mean, h_cov = reverse_conditional(torch.zeros(2), torch.eye(2), fwd)
         >>> back.weight
@@ -83,7 +83,7 @@ def expected_conditional_kl(
     The KL at h is that of two Gaussians whose means differ by (W_p - W_q) h + b_p - b_q; its
     expectation adds tr(Psi_q^-1 D h_cov D^T) to the KL at the mean of h.
 
-    Example:
+    Examples:
         >>> p = LinearGaussian(torch.eye(2), torch.zeros(2), torch.eye(2))
         >>> float(expected_conditional_kl(torch.zeros(2), torch.eye(2), p, p))
         0.0
@@ -338,7 +338,7 @@ def median_heuristic(
         ValueError: for invalid samples, or if the median distance is 0 (more than half of
             the pairs coincide, as in discrete data): pass a bandwidth explicitly then.
 
-    Example:
+    Examples:
         >>> median_heuristic(torch.tensor([[0.0], [1.0]]), torch.tensor([[3.0], [4.0]]))
         2.5
     """
@@ -377,7 +377,7 @@ def mmd2(
     Returns:
         A 0-d tensor on the inputs' device, of their dtype (float32 for half precision).
 
-    Example:
+    Examples:
         >>> x, y = torch.zeros(3, 1), torch.ones(3, 1)
         >>> round(float(mmd2(x, y, bandwidth=1.0)), 4)  # 2 - 2 exp(-1/2)
         0.7869
@@ -409,7 +409,7 @@ def energy_distance(x: Tensor, y: Tensor, block_size: int = DEFAULT_BLOCK_SIZE) 
     Returns:
         A 0-d tensor on the inputs' device, of their dtype (float32 for half precision).
 
-    Example:
+    Examples:
         >>> float(energy_distance(torch.zeros(3, 1), torch.ones(3, 1)))
         2.0
     """
@@ -459,7 +459,7 @@ def two_sample_test(
             ``None`` for ``"energy"``.
         block_size: the tile edge.
 
-    Example:
+    Examples:
         >>> g = torch.Generator().manual_seed(0)
         >>> x = torch.randn(50, 2, generator=g)
         >>> y = torch.randn(50, 2, generator=g) + 1.0  # shifted

@@ -369,7 +369,9 @@ def compatibility_study(
         batch_size: minibatch size (capped at n // 2).
         lr: Adam learning rate.
         num_pairs: pairs of the cross-ratio.
-        num_chains, burn_in, num_permutations: settings of the Gibbs test.
+        num_chains: chains of the Gibbs test.
+        burn_in: steps of each Gibbs chain before its draw is kept.
+        num_permutations: permutations of the Gibbs test's p-values.
         resume_from: an earlier (possibly interrupted) study with the same settings: its
             cells of this grid are kept instead of recomputed.
         callback: called with the study so far after every cell, e.g. to save it, so that
@@ -382,7 +384,7 @@ def compatibility_study(
         ValueError: bad arguments, a model whose rows are not vectors, or ``resume_from``
             with other settings.
 
-    Example:
+    Examples:
         >>> import latentae as lae
         >>> jm = lae.JointModel.from_file("models/ppca.py")
         >>> r = compatibility_study(jm, sizes=(40, 80), capacities=("full",), seeds=(0,),

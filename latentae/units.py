@@ -85,7 +85,7 @@ class GaussianDecoder(GaussianConditional):
         cov: ``"diag"``, ``"lowrank"`` (diagonal plus rank ``rank``) or ``"full"``.
         rank: rank of the low-rank part (``cov="lowrank"`` only).
 
-    Example:
+    Examples:
         >>> dec = GaussianDecoder(2, 3)
         >>> W, b, Psi = dec.linear_gaussian()
         >>> tuple(W.shape), tuple(b.shape), tuple(Psi.shape)
@@ -121,7 +121,7 @@ class BernoulliDecoder(BernoulliConditional):
         x_dim: number of binary variables in x.
         hidden: widths of the hidden layers; ``()`` is affine (logistic regression).
 
-    Example:
+    Examples:
         >>> dec = BernoulliDecoder(2, 4, hidden=(8,))
         >>> d = dec(torch.randn(5, 2))
         >>> tuple(d.log_prob(torch.ones(5, 4)).shape)
@@ -155,7 +155,7 @@ class CategoricalDecoder(CategoricalConditional):
         num_classes: number of classes K of each variable (keyword-only: it is a property of
             the data, so there is no default).
 
-    Example:
+    Examples:
         >>> dec = CategoricalDecoder(2, 3, num_classes=4)
         >>> d = dec(torch.randn(5, 2))
         >>> tuple(d.base_dist.probs.shape), tuple(d.log_prob(torch.zeros(5, 3)).shape)
@@ -197,7 +197,7 @@ class MixtureDecoder(_Standardized):
         components: number of mixture components.
         min_scale: floor of every component scale, relative to x's standardization scale.
 
-    Example:
+    Examples:
         >>> dec = MixtureDecoder(2, 3, hidden=(16,), components=4)
         >>> d = dec(torch.randn(5, 2))
         >>> tuple(d.batch_shape), tuple(d.event_shape), tuple(d.log_prob(d.sample()).shape)
@@ -256,7 +256,7 @@ class FlowDecoder(FlowConditional):
         transforms: number of spline transforms.
         bins: spline bins per transform.
 
-    Example:
+    Examples:
         >>> dec = FlowDecoder(2, 3, hidden=(16,), transforms=2)
         >>> d = dec(torch.randn(5, 2))
         >>> tuple(d.log_prob(d.sample()).shape)
@@ -304,7 +304,7 @@ class GaussianEncoder(_Standardized):
             :meth:`linear_gaussian` gives the closed form.
         noise: standard deviation of the injected noise, ``>= 0``.
 
-    Example:
+    Examples:
         >>> enc = GaussianEncoder(3, 2, noise=0.5)
         >>> V, c, Sigma = enc.linear_gaussian()
         >>> Sigma
@@ -408,7 +408,7 @@ def from_config(config: Mapping[str, Any]) -> Any:
     Raises:
         ValueError: the config names no known unit or holds arguments it does not take.
 
-    Example:
+    Examples:
         >>> dec = GaussianDecoder(2, 3, hidden=(8,), cov="full")
         >>> config = dec.to_config()
         >>> config["name"], config["hidden"], config["cov"]

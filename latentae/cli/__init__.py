@@ -62,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         The exit code: 0 on success, 2 for a usage error or a problem with the inputs,
         130 when interrupted (Ctrl-C), 1 for an internal error.
 
-    Example:
+    Examples:
         >>> main(["info", "models/ppca.py"])  # doctest: +ELLIPSIS
         model     ppca (models/ppca.py)
         latent    'h': shape (2,), support real, continuous
