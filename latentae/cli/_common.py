@@ -204,3 +204,16 @@ def _writing(out: Path) -> Iterator[None]:
     finally:
         if not existed and out.is_dir() and not any(out.iterdir()):
             out.rmdir()
+
+
+def _model_and_out(args: argparse.Namespace, learned: str | None) -> tuple[Any, Path]:
+    """Load ``args.model``, check ``--device`` (``learned``: what would run on it) and
+    resolve ``--out`` (default ``runs/<model name>``), which must not be a file."""
+    from latentae.joint import JointModel
+
+    jm = JointModel.from_file(args.model)
+    _check_device(args.device, learned)
+    out = args.out if args.out is not None else Path("runs") / jm.name
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out {str(out)!r} is a file, not a folder")
+    return jm, out

@@ -347,3 +347,61 @@ def _trained_pair(
     plan.encoder.eval()
     plan.decoder.eval()
     return (plan.encoder, plan.decoder, plan.corruption), dae
+
+
+def _pair_command(
+    args: argparse.Namespace,
+    name: str,
+    section: Callable[[Any, tuple[Any, Any, Any], Any, Path], dict[str, Any]],
+    produced: Callable[[dict[str, Any]], list[str]],
+    lines: Callable[[dict[str, Any]], list[str]],
+    *,
+    prepare: Callable[[Any, Any], None] | None = None,
+    uses_arviz: bool = False,
+) -> int:
+    """The body of a command that works on a trained DAE pair (``score``, ``sample``): take
+    the model's rows, train the pair or load ``--checkpoint``, compute the command's
+    ``section`` into ``--out``, and write ``<name>.json`` listing every file written."""
+    import json
+
+    from latentae._util import atomic_write_text
+    from latentae.cli._common import (
+        _import_arviz,
+        _model_and_out,
+        _model_data,
+        _versions,
+        _writing,
+    )
+
+    jm, out = _model_and_out(args, "the DAE")
+    with _writing(out):
+        x, source = _model_data(jm, args)
+        if prepare is not None:
+            prepare(jm, x)
+        pair, dae = _trained_pair(jm, x, args, out)
+        out.mkdir(parents=True, exist_ok=True)
+        result = section(jm, pair, x, out)
+        path = out / f"{name}.json"
+        files = [] if dae is None else [dae["checkpoint"], dae["loss_plot"]]
+        files += [*produced(result), str(path)]
+        report = {
+            "command": name,
+            "model": {"name": jm.name, "path": str(args.model)},
+            "data": {"rows": len(x), "source": source},
+            "checkpoint": str(args.checkpoint) if args.checkpoint is not None else None,
+            name: result,
+            "versions": _versions(_import_arviz() if uses_arviz else None),
+            "files": files,
+        }
+        if dae is not None:
+            report["dae"] = dae
+        atomic_write_text(path, json.dumps(report, indent=2, allow_nan=False) + "\n")
+        if not args.quiet:
+            print(f"model     {jm.name} ({args.model})")
+            if dae is not None:
+                print("\n".join(_dae_lines(dae)))
+            print("\n".join(lines(result)))
+            print("wrote")
+            for file in files:
+                print(f"  {file}")
+    return 0

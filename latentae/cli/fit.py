@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from latentae.cli._args import _subparser
-from latentae.cli._common import _check_device, _model_data, _versions, _writing
+from latentae.cli._common import _model_and_out, _model_data, _versions, _writing
 from latentae.cli._dae import _dae_lines, _prepare_dae, _train_dae
 
 
@@ -31,14 +31,9 @@ def add(subparsers: Any, parents: dict[str, argparse.ArgumentParser]) -> None:
 
 
 def command(args: argparse.Namespace) -> int:
-    import latentae
     from latentae._util import atomic_write_text
 
-    jm = latentae.JointModel.from_file(args.model)
-    _check_device(args.device, "the DAE")
-    out = args.out if args.out is not None else Path("runs") / jm.name
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"--out {str(out)!r} is a file, not a folder")
+    jm, out = _model_and_out(args, "the DAE")
     with _writing(out):
         x, source = _model_data(jm, args)
         plan = _prepare_dae(jm, x, args, out)

@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import json
 import warnings
 from pathlib import Path
 from typing import Any
 
 from latentae.cli._args import _nonnegative_int, _positive_int, _subparser
 from latentae.cli._common import (
-    _check_device,
     _convergence,
     _fmt,
     _import_arviz,
-    _model_data,
-    _versions,
-    _writing,
 )
-from latentae.cli._dae import _add_checkpoint_flag, _dae_lines, _trained_pair
+from latentae.cli._dae import _add_checkpoint_flag, _pair_command
 
 DEFAULT_CHAINS = 100
 DEFAULT_STEPS = 1000
@@ -183,42 +178,21 @@ def sample_lines(section: dict[str, Any]) -> list[str]:
 
 
 def command(args: argparse.Namespace) -> int:
-    import latentae
-    from latentae._util import atomic_write_text
-
-    jm = latentae.JointModel.from_file(args.model)
-    _check_device(args.device, "the DAE")
-    out = args.out if args.out is not None else Path("runs") / jm.name
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"--out {str(out)!r} is a file, not a folder")
-    with _writing(out):
-        x, source = _model_data(jm, args)
-        pair, dae = _trained_pair(jm, x, args, out)
-        out.mkdir(parents=True, exist_ok=True)
-        section = sample_section(jm, pair, x, out, seed=args.seed, num_chains=args.num_chains,
-                                 num_steps=args.num_steps, burn_in=args.burn_in,
-                                 thin=args.thin)  # fmt: skip
-        path = out / "sample.json"
-        files = [] if dae is None else [dae["checkpoint"], dae["loss_plot"]]
-        files += [*section["files"], str(path)]
-        report = {
-            "command": "sample",
-            "model": {"name": jm.name, "path": str(args.model)},
-            "data": {"rows": len(x), "source": source},
-            "checkpoint": str(args.checkpoint) if args.checkpoint is not None else None,
-            "sample": section,
-            "versions": _versions(_import_arviz()),
-            "files": files,
-        }
-        if dae is not None:
-            report["dae"] = dae
-        atomic_write_text(path, json.dumps(report, indent=2, allow_nan=False) + "\n")
-        if not args.quiet:
-            print(f"model     {jm.name} ({args.model})")
-            if dae is not None:
-                print("\n".join(_dae_lines(dae)))
-            print("\n".join(sample_lines(section)))
-            print("wrote")
-            for name in files:
-                print(f"  {name}")
-        return 0
+    return _pair_command(
+        args,
+        "sample",
+        lambda jm, pair, x, out: sample_section(
+            jm,
+            pair,
+            x,
+            out,
+            seed=args.seed,
+            num_chains=args.num_chains,
+            num_steps=args.num_steps,
+            burn_in=args.burn_in,
+            thin=args.thin,
+        ),
+        lambda section: section["files"],
+        sample_lines,
+        uses_arviz=True,
+    )

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
 from latentae.cli._args import _positive_int, _subparser
-from latentae.cli._common import _check_device, _fmt, _model_data, _tolist, _versions, _writing
-from latentae.cli._dae import _add_checkpoint_flag, _dae_lines, _trained_pair
+from latentae.cli._common import _fmt, _tolist
+from latentae.cli._dae import _add_checkpoint_flag, _pair_command
 
 DEFAULT_POINTS = 1000
 
@@ -122,47 +121,20 @@ def score_lines(section: dict[str, Any]) -> list[str]:
 
 
 def command(args: argparse.Namespace) -> int:
-    import latentae
-    from latentae._util import atomic_write_text
-
-    jm = latentae.JointModel.from_file(args.model)
-    _check_device(args.device, "the DAE")
-    out = args.out if args.out is not None else Path("runs") / jm.name
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"--out {str(out)!r} is a file, not a folder")
-    with _writing(out):
-        x, source = _model_data(jm, args)
+    def gaussian_by_default(jm: Any, x: Any) -> None:
         if args.checkpoint is None and args.corruption is None:
             # The score needs Gaussian corruption; the default for binary data is bit flips.
             from latentae.cli._dae import _default_corruption
 
-            corruption, _ = _default_corruption(jm, x.reshape(len(x), -1))
-            args.corruption = corruption
-        pair, dae = _trained_pair(jm, x, args, out)
-        out.mkdir(parents=True, exist_ok=True)
-        section = score_section(jm, pair, x, out, seed=args.seed, num_points=args.num_points)
-        path = out / "score.json"
-        files = [] if dae is None else [dae["checkpoint"], dae["loss_plot"]]
-        files += [section["plot"]] if "plot" in section else []
-        files.append(str(path))
-        report = {
-            "command": "score",
-            "model": {"name": jm.name, "path": str(args.model)},
-            "data": {"rows": len(x), "source": source},
-            "checkpoint": str(args.checkpoint) if args.checkpoint is not None else None,
-            "score": section,
-            "versions": _versions(None),
-            "files": files,
-        }
-        if dae is not None:
-            report["dae"] = dae
-        atomic_write_text(path, json.dumps(report, indent=2, allow_nan=False) + "\n")
-        if not args.quiet:
-            print(f"model     {jm.name} ({args.model})")
-            if dae is not None:
-                print("\n".join(_dae_lines(dae)))
-            print("\n".join(score_lines(section)))
-            print("wrote")
-            for name in files:
-                print(f"  {name}")
-        return 0
+            args.corruption, _ = _default_corruption(jm, x.reshape(len(x), -1))
+
+    return _pair_command(
+        args,
+        "score",
+        lambda jm, pair, x, out: score_section(
+            jm, pair, x, out, seed=args.seed, num_points=args.num_points
+        ),
+        lambda section: [section["plot"]] if "plot" in section else [],
+        score_lines,
+        prepare=gaussian_by_default,
+    )
