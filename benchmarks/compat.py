@@ -30,7 +30,6 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import os
 import resource
 import sys
@@ -41,7 +40,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, write_json
+from common import machine, quick_or_full_main
 
 import latentae as lae
 from latentae.compat import cross_ratio, gibbs_test
@@ -141,15 +140,7 @@ def report(r: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes for a smoke run")
-    parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
-    args = parser.parse_args(argv)
-    result = run(QUICK if args.quick else FULL)
-    report(result)
-    if args.json:
-        write_json(args.json, result)
-    return 0
+    return quick_or_full_main(__doc__, run, report, FULL, QUICK, argv)
 
 
 if __name__ == "__main__":

@@ -47,7 +47,6 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import resource
@@ -69,7 +68,7 @@ import latentae as lae
 warnings.filterwarnings("ignore", category=FutureWarning, module="arviz")
 warnings.filterwarnings("ignore", message=".*ArviZ is undergoing a major refactor.*")
 import arviz as az  # noqa: E402
-from common import machine, write_json  # noqa: E402
+from common import machine, quick_or_full_main  # noqa: E402
 
 MODEL = Path(__file__).resolve().parents[1] / "models" / "ppca.py"
 TARGET = 1e4
@@ -286,15 +285,7 @@ def report(result: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes for a smoke run")
-    parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
-    args = parser.parse_args(argv)
-    result = run(QUICK if args.quick else FULL)
-    report(result)
-    if args.json:
-        write_json(args.json, result)
-    return 0
+    return quick_or_full_main(__doc__, run, report, FULL, QUICK, argv)
 
 
 if __name__ == "__main__":
