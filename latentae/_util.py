@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import numbers
 import os
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -52,6 +54,14 @@ def first_nonfinite(x: torch.Tensor) -> tuple[int, ...] | None:
         return None
     flat = int(bad.reshape(-1).nonzero()[0, 0])
     return tuple(int(i) for i in np.unravel_index(flat, tuple(x.shape)))
+
+
+def check_positive_int(name: str, value: Any) -> int:
+    """``value`` as an int, or a ValueError naming ``name`` if it is not an integer >= 1
+    (bools are refused: ``True`` is not a count)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
 
 
 def check_finite(x: torch.Tensor, what: str, row_offset: int = 0) -> None:

@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from latentae._util import Seed, check_finite, seeded
+from latentae._util import Seed, check_finite, check_positive_int, seeded
 from latentae.stats import (
     LinearGaussian,
     expected_conditional_kl,
@@ -146,12 +146,6 @@ class GaussianResult(NamedTuple):
 # --- helpers ------------------------------------------------------------------------------------
 
 
-def _check_count(name: str, value: object) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
-
-
 def _check_x(x: Any, what: str) -> Tensor:
     if not isinstance(x, Tensor):
         raise TypeError(f"x must be a tensor of shape (n, ...), not {type(x).__name__}")
@@ -227,7 +221,7 @@ def cross_ratio(
         >>> r.statistic > 0, r.num_pairs
         (True, 100)
     """
-    num_pairs = _check_count("num_pairs", num_pairs)
+    num_pairs = check_positive_int("num_pairs", num_pairs)
     x = _check_x(x, "cross_ratio")
     _check_densities(encoder, decoder, "cross_ratio")
     n = x.shape[0]
@@ -319,7 +313,7 @@ def interaction(
         >>> r.statistic > 0, r.num_points
         (True, 20)
     """
-    num_points = _check_count("num_points", num_points)
+    num_points = check_positive_int("num_points", num_points)
     x = _check_x(x, "interaction")
     _check_densities(encoder, decoder, "interaction")
     if not torch.is_floating_point(x):
@@ -536,8 +530,8 @@ def gibbs_test(
 
     x_train = _check_x(x_train, "gibbs_test")
     x_heldout = _check_x(x_heldout, "gibbs_test")
-    num_chains = _check_count("num_chains", num_chains)
-    burn_in = _check_count("burn_in", burn_in)
+    num_chains = check_positive_int("num_chains", num_chains)
+    burn_in = check_positive_int("burn_in", burn_in)
     if x_train.shape[1:] != x_heldout.shape[1:]:
         raise ValueError(
             f"x_train rows have shape {tuple(x_train.shape[1:])} but x_heldout rows "

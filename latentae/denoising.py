@@ -21,7 +21,6 @@ defensive component's small weight noise.
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Mapping
 from typing import Any
 
@@ -29,7 +28,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution, MultivariateNormal
 
-from latentae._util import rowwise_jacobian, seeded
+from latentae._util import check_positive_int, rowwise_jacobian, seeded
 from latentae.conditionals import Conditional
 from latentae.corruption import Corruption, Gaussian, _check_input, from_config
 from latentae.distributions import reshape_batch
@@ -53,12 +52,6 @@ def _split(total: int, defensive: float, parts: int) -> list[int]:
     first = min(max(round(defensive * total), 1 if total > parts else 0), total)
     rest = total - first
     return [first] + [rest // parts + (1 if k < rest % parts else 0) for k in range(parts)]
-
-
-def _check_positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def _laplace_applies(encoder: Any, corruption: Corruption) -> bool:
@@ -168,7 +161,7 @@ class CorruptionMarginal(Distribution):
     ) -> None:
         _check_input(x, "x", "CorruptionMarginal", min_dim=1)
         self.encoder, self.corruption, self.x = encoder, corruption, x
-        self.num_corruptions = _check_positive_int("num_corruptions", num_corruptions)
+        self.num_corruptions = check_positive_int("num_corruptions", num_corruptions)
         self.estimator = _check_estimator(estimator, encoder, corruption)
         # One row is enough to learn the event shape, support and rsample of q.
         probe = encoder(x.reshape(-1, x.shape[-1])[:1])
@@ -330,7 +323,7 @@ class CorruptedEncoder(Conditional):
             )
         self.encoder = encoder
         self.corruption = corruption
-        self.num_corruptions = _check_positive_int("num_corruptions", num_corruptions)
+        self.num_corruptions = check_positive_int("num_corruptions", num_corruptions)
         self.estimator = estimator
         _check_estimator(estimator, encoder, corruption)
         self.has_log_prob = getattr(encoder, "has_log_prob", True)

@@ -23,7 +23,7 @@ from pyro.poutine.messenger import Messenger
 from torch import Tensor, nn
 from torch.distributions import Distribution, constraints
 
-from latentae._util import Seed, check_finite, seeded
+from latentae._util import Seed, check_finite, check_positive_int, seeded
 from latentae.conditionals import GaussianConditional
 from latentae.corruption import Corruption, Gaussian
 from latentae.denoising import CorruptedEncoder
@@ -83,12 +83,6 @@ def _noise_sd(sigma: Any) -> float:
             f"{sigma!r}: without corruption (r(x) - x)/sigma² estimates nothing"
         )
     return float(sigma)
-
-
-def _num_samples(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"num_samples must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def _is_point_mass(q: Distribution) -> bool:
@@ -161,7 +155,7 @@ def reconstruction(
             "itself (corrupted.encoder): r(x) feeds x to it as the corrupted input"
         )
     x = _check_x(x)
-    num_samples = _num_samples(num_samples)
+    num_samples = check_positive_int("num_samples", num_samples)
     q = encoder(x)
     r = None
     if _is_point_mass(q) or _affine_mean(decoder):

@@ -10,7 +10,7 @@ from typing import Literal, NamedTuple
 import torch
 from torch import Tensor
 
-from latentae._util import Seed, check_finite, seeded
+from latentae._util import Seed, check_finite, check_positive_int, seeded
 
 __all__ = [
     "LinearGaussian",
@@ -178,12 +178,6 @@ def _check_samples(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     return x, y
 
 
-def _check_positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
-
-
 def _check_bandwidth(bandwidth: float | Tensor) -> float:
     try:
         value = float(bandwidth)
@@ -343,7 +337,7 @@ def median_heuristic(
         2.5
     """
     x, y = _check_samples(x, y)
-    max_points = _check_positive_int("max_points", max_points)
+    max_points = check_positive_int("max_points", max_points)
     if max_points < 2:
         raise ValueError(f"max_points must be at least 2, got {max_points}")
     return _median_distance(torch.cat([x, y]), max_points, seed)
@@ -387,7 +381,7 @@ def mmd2(
         True
     """
     x, y = _check_samples(x, y)
-    block_size = _check_positive_int("block_size", block_size)
+    block_size = check_positive_int("block_size", block_size)
     if bandwidth is None:
         bandwidth = _median_distance(torch.cat([x, y]), MEDIAN_MAX_POINTS, 0)
     return _observed(x, y, _check_bandwidth(bandwidth), block_size)
@@ -414,7 +408,7 @@ def energy_distance(x: Tensor, y: Tensor, block_size: int = DEFAULT_BLOCK_SIZE) 
         2.0
     """
     x, y = _check_samples(x, y)
-    block_size = _check_positive_int("block_size", block_size)
+    block_size = check_positive_int("block_size", block_size)
     return _observed(x, y, None, block_size)
 
 
@@ -470,8 +464,8 @@ def two_sample_test(
     """
     if statistic not in _STATISTICS:
         raise ValueError(f"statistic must be one of {_STATISTICS}, got {statistic!r}")
-    num_permutations = _check_positive_int("num_permutations", num_permutations)
-    block_size = _check_positive_int("block_size", block_size)
+    num_permutations = check_positive_int("num_permutations", num_permutations)
+    block_size = check_positive_int("block_size", block_size)
     x, y = _check_samples(x, y)
     kernel = statistic == "mmd"
     if not kernel and bandwidth is not None:
