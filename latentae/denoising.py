@@ -92,16 +92,18 @@ def _laplace_proposal(
     def objective(z: Tensor, fz: Tensor) -> Tensor:
         return ((z - x) ** 2).sum(-1) / (2 * sigma**2) + ((h - fz) ** 2).sum(-1) / (2 * tau**2)
 
-    eye = torch.eye(x.shape[-1], dtype=x.dtype, device=x.device)
+    def gauss_newton(jac: Tensor) -> Tensor:
+        eye = torch.eye(x.shape[-1], dtype=x.dtype, device=x.device)
+        return eye / sigma**2 + jac.transpose(1, 2) @ jac / tau**2
+
     z = start.clone()
     with torch.no_grad():
+        fz, jac = rowwise_jacobian(f, z, "encoder mean")
         for _ in range(_GN_ITERATIONS):
-            fz, jac = rowwise_jacobian(f, z, "encoder mean")
             grad = (z - x) / sigma**2 - (jac.transpose(1, 2) @ (h - fz).unsqueeze(-1)).squeeze(
                 -1
             ) / tau**2
-            hess = eye / sigma**2 + jac.transpose(1, 2) @ jac / tau**2
-            step = torch.linalg.solve(hess, grad.unsqueeze(-1)).squeeze(-1)
+            step = torch.linalg.solve(gauss_newton(jac), grad.unsqueeze(-1)).squeeze(-1)
             best, best_z = objective(z, fz), z
             for k in range(_GN_HALVINGS):
                 cand = z - step / 2**k
@@ -112,8 +114,8 @@ def _laplace_proposal(
             if torch.equal(best_z, z):
                 break
             z = best_z
-        _, jac = rowwise_jacobian(f, z, "encoder mean")
-        hess = eye / sigma**2 + jac.transpose(1, 2) @ jac / tau**2
+            fz, jac = rowwise_jacobian(f, z, "encoder mean")  # at the new z, used next
+        hess = gauss_newton(jac)
         scale = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(hess)))
     return z, scale
 
