@@ -324,24 +324,30 @@ def _add_checkpoint_flag(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _checkpoint_pair(jm: JointModel, x: torch.Tensor, path: Path, device: str) -> Any:
+    """The :class:`~latentae.checkpoint.TrainedPair` of checkpoint ``path`` on ``device``,
+    checked against the width of the model's rows ``x``."""
+    from latentae.checkpoint import load_pair
+
+    pair = load_pair(path)
+    x_dim = getattr(pair.encoder, "x_dim", None)
+    features = math.prod(x.shape[1:])
+    if x_dim is not None and x_dim != features:
+        raise ValueError(
+            f"the encoder in {str(path)!r} takes rows of {x_dim} features but "
+            f"{jm._where} observes {features}; pass the model the checkpoint was trained on"
+        )
+    return pair._replace(encoder=pair.encoder.to(device), decoder=pair.decoder.to(device))
+
+
 def _trained_pair(
     jm: JointModel, x: torch.Tensor, args: argparse.Namespace, out: Path
 ) -> tuple[tuple[Any, Any, Corruption], dict[str, Any] | None]:
     """The DAE pair (encoder, decoder, corruption) for a command: rebuilt from
     ``--checkpoint``, or trained on ``x`` as ``latentae fit`` does (its section returned)."""
-    from latentae.checkpoint import load_pair
-
     if getattr(args, "checkpoint", None) is not None:
-        pair = load_pair(args.checkpoint)
-        x_dim = getattr(pair.encoder, "x_dim", None)
-        features = math.prod(x.shape[1:])
-        if x_dim is not None and x_dim != features:
-            raise ValueError(
-                f"the encoder in {str(args.checkpoint)!r} takes rows of {x_dim} features but "
-                f"{jm._where} observes {features}; pass the model the checkpoint was trained on"
-            )
-        modules = [m.to(args.device) for m in (pair.encoder, pair.decoder)]
-        return (modules[0], modules[1], pair.corruption), None
+        pair = _checkpoint_pair(jm, x, args.checkpoint, args.device)
+        return (pair.encoder, pair.decoder, pair.corruption), None
     plan = _prepare_dae(jm, x, args, out)
     dae = _train_dae(jm, plan, args)
     plan.encoder.eval()

@@ -16,7 +16,7 @@ from latentae.cli._compat import (
     compatibility_lines,
     compatibility_section,
 )
-from latentae.cli._dae import _trained_pair
+from latentae.cli._dae import _checkpoint_pair
 
 
 def add(subparsers: Any, parents: dict[str, argparse.ArgumentParser]) -> None:
@@ -69,7 +69,6 @@ def add(subparsers: Any, parents: dict[str, argparse.ArgumentParser]) -> None:
 def command(args: argparse.Namespace) -> int:
     import latentae
     from latentae._util import atomic_write_text
-    from latentae.checkpoint import load_pair
 
     jm = latentae.JointModel.from_file(args.model)
     device = _check_device(args.device, "the DAE pair")
@@ -78,12 +77,11 @@ def command(args: argparse.Namespace) -> int:
         raise NotADirectoryError(f"--out {str(out)!r} is a file, not a folder")
     with _writing(out):
         x, source = _model_data(jm, args)
-        (encoder, decoder, corruption), _ = _trained_pair(jm, x, args, out)
+        pair = _checkpoint_pair(jm, x, args.checkpoint, device)
         x = x.reshape(len(x), -1).to(device)
-        pair = load_pair(args.checkpoint)  # its step and recorded configuration
         out.mkdir(parents=True, exist_ok=True)
         section = compatibility_section(
-            (encoder, decoder, corruption),
+            (pair.encoder, pair.decoder, pair.corruption),
             x,
             out,
             seed=args.seed,
