@@ -218,9 +218,12 @@ def _world() -> tuple[int, int, bool]:
 
 
 # What gloo and NCCL say when a peer's connection closes or a collective times out. torch
-# raises some of these as plain RuntimeErrors rather than DistError, so the text decides.
+# raises some of these as plain RuntimeErrors rather than DistError, so the text decides:
+# e.g. gloo's "Application timeout caused pair closure" when a hung peer outlasts the timeout.
 _LOST_CONTACT = re.compile(
-    r"gloo|nccl|connection (closed|reset|refused)|broken pipe|timed out|socket", re.IGNORECASE
+    r"gloo|nccl|connection (closed|reset|refused)|broken pipe|timed out|timeout|pair closure"
+    r"|socket",
+    re.IGNORECASE,
 )
 
 
