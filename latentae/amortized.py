@@ -32,7 +32,7 @@ class AmortizedEncoder(ModelEncoder):
     posterior (simulation-based amortized inference). Continuous latents use a
     full-covariance Gaussian (``family="gaussian"``) or a conditional spline flow
     (``family="flow"``) in the latent's unconstrained space; a ``{0..K-1}`` latent uses softmax
-    units. Build it with :meth:`fit` (or ``jm.encoder("amortized", ...)``).
+    units. Build it with [`fit`][] (or ``jm.encoder("amortized", ...)``).
 
     Examples:
         >>> jm = JointModel.from_file("models/ppca.py")

@@ -105,7 +105,7 @@ def save_netcdf(idata: arviz.InferenceData, path: str | os.PathLike) -> Path:
 
 
 def load_netcdf(path: str | os.PathLike) -> arviz.InferenceData:
-    """Read ``InferenceData`` written by :func:`save_netcdf` fully into memory."""
+    """Read ``InferenceData`` written by [`save_netcdf`][] fully into memory."""
     import arviz as az
 
     path = Path(path)

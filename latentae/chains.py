@@ -158,7 +158,7 @@ def gibbs_chain(
 
 def exact_gibbs(joint: JointModel, x0: Tensor, num_steps: int, **options: Any) -> GibbsResult:
     """Gibbs sampling of a joint model with its exact encoder and decoder: the x-marginal of
-    the chain is p_model(x). ``options`` go to :func:`gibbs_chain`.
+    the chain is p_model(x). ``options`` go to [`gibbs_chain`][].
 
     Raises:
         ValueError: no exact encoder exists for the model (see ``joint.exact_methods()``).
@@ -229,7 +229,7 @@ def gsn_chain(
 
     When the decoder is the exact reverse conditional of the pair's joint (the limit of
     denoising training), the chain's stationary law is the data law. This is
-    :func:`gibbs_chain` with the encoder ``corrupt(encoder, corruption)``: one corruption,
+    [`gibbs_chain`][] with the encoder ``corrupt(encoder, corruption)``: one corruption,
     one encoder and one decoder call per step on all chains together (beside a one-row call
     by which the corrupted encoder learns q's event shape), and only the kept draws are
     stored.

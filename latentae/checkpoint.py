@@ -41,7 +41,7 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint` onto the CPU.
+    """Read a checkpoint written by [`save_checkpoint`][] onto the CPU.
 
     Raises:
         CheckpointError: the file is missing, truncated or corrupt, or not a latentae
@@ -112,7 +112,7 @@ class TrainedPair(NamedTuple):
 
 
 def load_pair(path: str | os.PathLike) -> TrainedPair:
-    """Rebuild the encoder, decoder and corruption of a :func:`latentae.fit` checkpoint.
+    """Rebuild the encoder, decoder and corruption of a [`latentae.fit`][] checkpoint.
 
     The checkpoint records each unit's constructor arguments (``to_config()``), so no code
     needs to know the architecture in advance.
@@ -120,7 +120,7 @@ def load_pair(path: str | os.PathLike) -> TrainedPair:
     Raises:
         CheckpointError: the file is not a readable latentae checkpoint, or its networks are
             not built-in units (rebuild those yourself and ``load_state_dict`` the weights
-            from :func:`load_checkpoint`).
+            from [`load_checkpoint`][]).
 
     Examples:
         >>> import tempfile, pathlib, torch

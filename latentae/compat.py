@@ -4,18 +4,18 @@ The two conditionals are compatible (there is a joint law with both as its condi
 e(h | x) / d(x | h) = a(h) b(x) (Arnold & Press 1989), i.e. iff log e − log d has no
 interaction between h and x. Three diagnostics measure that interaction:
 
-- :func:`cross_ratio`: the cross-difference of log e − log d over random pairs of sampled
+- [`cross_ratio`][]: the cross-difference of log e − log d over random pairs of sampled
   points (any h and x, only ``log_prob`` needed);
-- :func:`interaction`: the mixed partial ∂²/∂x∂h (log e − log d) by autograd (continuous h and
+- [`interaction`][]: the mixed partial ∂²/∂x∂h (log e − log d) by autograd (continuous h and
   x);
-- :func:`gaussian`: closed forms for a linear-Gaussian pair (interaction-matrix mismatch, the
+- [`gaussian`][]: closed forms for a linear-Gaussian pair (interaction-matrix mismatch, the
   exact gap to the optimal decoder, and the stationary law of the x-chain x → h → x).
 
-The encoder and decoder are any :class:`~latentae.conditionals.Conditional` with a density:
+The encoder and decoder are any [`Conditional`][latentae.conditionals.Conditional] with a density:
 model-derived (``jm.encoder("laplace")``, ``jm.decoder()``), learned, or a DAE's corrupted
-encoder (:func:`~latentae.denoising.corrupt`). Model-derived encoders such as the Laplace
+encoder ([`corrupt`][latentae.denoising.corrupt]). Model-derived encoders such as the Laplace
 encoder of PPCA return a ``MultivariateNormal`` but have no ``linear_gaussian()``, so
-:func:`gaussian` applies to learned and DAE pairs; the sampled diagnostics apply to all.
+[`gaussian`][] applies to learned and DAE pairs; the sampled diagnostics apply to all.
 """
 
 from __future__ import annotations
@@ -409,7 +409,7 @@ def gaussian(encoder: Any, decoder: Any, x: Tensor) -> GaussianResult:
 
     Args:
         encoder: an affine Gaussian encoder with ``linear_gaussian()`` (e.g.
-            :class:`~latentae.GaussianEncoder`, or ``corrupt(enc, Gaussian(σ))``).
+            [`GaussianEncoder`][latentae.GaussianEncoder], or ``corrupt(enc, Gaussian(σ))``).
         decoder: an affine Gaussian decoder with ``linear_gaussian()``.
         x: data, shape ``(n, d)``, n > d so that the sample covariance is positive definite.
 

@@ -1,7 +1,7 @@
 """Conditional distributions as modules: called on a batch of contexts, they return a
 ``torch.distributions.Distribution`` whose batch shape is the contexts' leading shape.
 
-Model-derived conditionals live in :mod:`latentae.posterior`; this module holds the interface
+Model-derived conditionals live in [`latentae.posterior`][]; this module holds the interface
 and the learned families (the output units of §14.4 of *Deep Learning*).
 """
 
@@ -47,7 +47,7 @@ class Conditional(nn.Module):
     Calling it on contexts of shape ``(*batch, *context_shape)`` returns a torch
     ``Distribution`` with batch shape ``batch``. Conditionals with a density are
     differentiable in their context and value, so derivatives are taken through them by
-    autograd; :attr:`has_log_prob` is ``False`` for those that can only sample.
+    autograd; `has_log_prob` is ``False`` for those that can only sample.
 
     Examples:
         >>> q = GaussianConditional(3, 2, hidden=(16,))
@@ -134,8 +134,9 @@ class GaussianConditional(_Standardized):
 
     With ``hidden=()`` the mean is affine in the context and the covariance is a free,
     context-independent parameter, so linear-Gaussian closed forms apply
-    (:meth:`linear_gaussian`). With hidden layers the covariance is predicted from the context
-    (heteroscedastic), since the spread of an exact reverse conditional varies with it.
+    ([`linear_gaussian`][latentae.conditionals.GaussianConditional.linear_gaussian]). With hidden
+    layers the covariance is predicted from the context (heteroscedastic), since the spread of an
+    exact reverse conditional varies with it.
 
     Args:
         context_dim: number of context features.

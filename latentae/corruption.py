@@ -1,10 +1,10 @@
 """Corruption processes C(x̃ | x) of a denoising autoencoder (*Deep Learning* §14.5).
 
 A denoising autoencoder trains on pairs (x, x̃) with x̃ ~ C(x̃ | x); the encoder composed with
-the corruption is in :mod:`latentae.denoising`.
+the corruption is in [`latentae.denoising`][].
 
 Rows are examples: ``x`` has shape ``(..., d)`` and log probabilities are of whole rows.
-Corruptions draw from torch's global RNG; seed it with :func:`latentae._util.seeded`.
+Corruptions draw from torch's global RNG; seed it with ``torch.manual_seed``.
 """
 
 from __future__ import annotations
@@ -75,9 +75,9 @@ def _where(index: tuple[int, ...]) -> str:
 class Corruption:
     """A corruption process C(x̃ | x), applied independently to every row of ``x``.
 
-    Subclasses set :attr:`name` (their key in :func:`from_config`), store each constructor
-    parameter as an attribute of the same name (the default :meth:`to_config` reads them
-    back) and implement :meth:`sample` and :meth:`log_prob`. Two corruptions are equal when
+    Subclasses set `name` (their key in [`from_config`][]), store each constructor
+    parameter as an attribute of the same name (the default [`to_config`][] reads them
+    back) and implement [`sample`][] and [`log_prob`][]. Two corruptions are equal when
     their configurations are.
 
     Examples:
@@ -113,7 +113,7 @@ class Corruption:
         return [(p.name, p.default is inspect.Parameter.empty) for p in params]
 
     def to_config(self) -> dict[str, Any]:
-        """A plain, JSON-serializable description, inverted by :func:`from_config`."""
+        """A plain, JSON-serializable description, inverted by [`from_config`][]."""
         return {"name": self.name, **{k: getattr(self, k) for k, _ in self._signature()}}
 
     def _params(self) -> dict[str, Any]:
@@ -147,7 +147,7 @@ class Corruption:
 
 
 def from_config(config: Mapping[str, Any]) -> Corruption:
-    """The corruption that a configuration from :meth:`Corruption.to_config` describes.
+    """The corruption that a configuration from [`Corruption.to_config`][] describes.
 
     Raises:
         ValueError: the name is unknown, a parameter is missing or unexpected, or a value is
@@ -192,7 +192,7 @@ class Gaussian(Corruption):
     """Additive isotropic Gaussian noise: x̃ = x + sigma·ε, ε ~ N(0, I).
 
     ``sigma = 0`` is the identity, which switches the noise off; it is a point mass, so
-    :meth:`log_prob` then raises ``NotImplementedError``.
+    `log_prob` then raises ``NotImplementedError``.
 
     Args:
         sigma: the noise standard deviation, finite and >= 0.
@@ -244,7 +244,7 @@ class Gaussian(Corruption):
 class Masking(Corruption):
     """Masking noise (Vincent et al. 2010): each entry is set to 0 with probability ``p``.
 
-    :meth:`log_prob` is a probability mass, relative to counting measure on each entry's
+    `log_prob` is a probability mass, relative to counting measure on each entry's
     two-point set {x_j, 0}: an entry with x_j != 0 is 0 with probability p and x_j with
     probability 1 - p; an entry with x_j = 0 stays 0. Anything else has log mass -inf.
 
@@ -285,7 +285,7 @@ class SaltAndPepper(Corruption):
     """Salt-and-pepper noise: with probability ``p`` an entry is replaced by ``low`` or
     ``high``, each with probability 1/2.
 
-    :meth:`log_prob` is a probability mass per entry: x̃_j = x_j has mass 1 - p (plus p/2 when
+    `log_prob` is a probability mass per entry: x̃_j = x_j has mass 1 - p (plus p/2 when
     x_j is ``low`` or ``high``), x̃_j = ``low`` or ``high`` otherwise p/2, anything else 0.
 
     Args:

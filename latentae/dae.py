@@ -71,7 +71,7 @@ class LostRankError(RuntimeError):
 
 @dataclass
 class FitResult:
-    """What :func:`fit` returns.
+    """What [`fit`][] returns.
 
     Attributes:
         encoder: the trained encoder q(h | x̃) (the module passed in, trained in place).
@@ -312,7 +312,7 @@ def fit(
     shows progress.
 
     Args:
-        encoder: a Conditional q(h | x̃), e.g. :class:`latentae.GaussianEncoder`.
+        encoder: a Conditional q(h | x̃), e.g. [`latentae.GaussianEncoder`][].
         decoder: a Conditional p_dec(x | h).
         data: rows as examples: a tensor, a numpy array (a memory-mapped ``.npy`` is read
             batch by batch, never whole), a map-style ``Dataset``, or a ``DataLoader`` /
@@ -340,7 +340,7 @@ def fit(
         callback: called as ``callback(step, loss)`` at each read-out.
 
     Returns:
-        A :class:`FitResult`.
+        A [`FitResult`][].
 
     Raises:
         ValueError: bad arguments, data of the wrong width, non-finite data (the row and

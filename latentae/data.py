@@ -2,7 +2,7 @@
 
 A data table has one example per row: shape ``(rows, *observed_shape)``, or ``(rows, d)`` with
 each row flattened in row-major order (a CSV file is always two-dimensional). Every failure is
-a :class:`DataError` whose message names the file, says what is wrong and how to fix it; rows
+a [`DataError`][] whose message names the file, says what is wrong and how to fix it; rows
 and columns count from 0, lines of a CSV file from 1 as in an editor.
 """
 
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = ["FORMATS", "DataError", "load_table"]
 
-#: File extensions :func:`load_table` reads.
+#: File extensions [`load_table`][] reads.
 FORMATS = (".npy", ".csv", ".pt", ".nc")
 
 _SUPPORTED = "use a .npy, .csv, .pt or .nc file"

@@ -3,19 +3,19 @@ composed with the corruption,
 
     p_enc(h | x) = E_{x̃ ~ C(· | x)} q(h | x̃).
 
-:func:`corrupt` builds that map. Sampling it is exact; its log density is a Monte Carlo
-estimate over corruption draws (:class:`CorruptionMarginal`), except for an affine Gaussian
+[`corrupt`][] builds that map. Sampling it is exact; its log density is a Monte Carlo
+estimate over corruption draws ([`CorruptionMarginal`][]), except for an affine Gaussian
 encoder under Gaussian corruption, where it is the exact Gaussian.
 
-Two estimators of log p_enc(h | x) are available. ``"prior"`` averages q(h | x̃_s) over draws
-x̃_s ~ C(· | x): simple, but for a pair (x, h) far apart (as the cross-ratio's crossed pairs
-are) no draw lands where q(h | x̃) has its mass, and the estimate is too low by hundreds of
-nats. ``"laplace"`` (Gaussian corruption and an encoder N(f(x̃), τ²I), such as
-:class:`~latentae.units.GaussianEncoder`) importance-samples x̃ from a Gaussian at the mode
-of N(x̃; x, σ²I) q(h | x̃), found by Gauss-Newton, with the Gauss-Newton covariance, mixed
-with the corruption itself as a defensive component (Hesterberg 1995), which bounds the
-weights. For an affine encoder the target is Gaussian and the estimate exact up to the
-defensive component's small weight noise.
+Two estimators of log p_enc(h | x) are available. ``"prior"`` averages q(h | x̃_s) over draws x̃_s ~
+C(· | x): simple, but for a pair (x, h) far apart (as the cross-ratio's crossed pairs are) no draw
+lands where q(h | x̃) has its mass, and the estimate is too low by hundreds of nats. ``"laplace"``
+(Gaussian corruption and an encoder N(f(x̃), τ²I), such as
+[`GaussianEncoder`][latentae.units.GaussianEncoder]) importance-samples x̃ from a Gaussian at the
+mode of N(x̃; x, σ²I) q(h | x̃), found by Gauss-Newton, with the Gauss-Newton covariance, mixed with
+the corruption itself as a defensive component (Hesterberg 1995), which bounds the weights. For an
+affine encoder the target is Gaussian and the estimate exact up to the defensive component's small
+weight noise.
 """
 
 from __future__ import annotations
@@ -123,23 +123,23 @@ def _laplace_proposal(
 class CorruptionMarginal(Distribution):
     """p_enc(h | x) = E_{x̃ ~ C(· | x)} q(h | x̃), one distribution per row of ``x``.
 
-    Sampling is exact: each draw corrupts x afresh, then draws h ~ q(h | x̃). :meth:`rsample`
+    Sampling is exact: each draw corrupts x afresh, then draws h ~ q(h | x̃). `rsample`
     is reparametrized through q (it exists when q's distributions have ``rsample``); the
     corruption noise itself is not differentiated, though x̃ stays differentiable in x.
 
-    :meth:`log_prob` is a **Monte Carlo estimate**, log (1/S) Σ_s q(h | x̃_s) over S =
+    [`log_prob`][] is a **Monte Carlo estimate**, log (1/S) Σ_s q(h | x̃_s) over S =
     ``num_corruptions`` corruption draws: consistent as S grows, and (by Jensen) biased low
-    in expectation for finite S. :attr:`mean` is an estimate too, the average of q's means
+    in expectation for finite S. `mean` is an estimate too, the average of q's means
     over the same draws. The S draws are fixed when the distribution is made (common random
     numbers), so repeated calls give the same smooth function of h and x, differentiable in
     both by autograd.
 
     Args:
-        encoder: q(h | x̃), a :class:`~latentae.conditionals.Conditional` or any callable
+        encoder: q(h | x̃), a [`Conditional`][latentae.conditionals.Conditional] or any callable
             taking contexts of shape ``(N, d)`` and returning a distribution of batch ``(N,)``.
         corruption: C(x̃ | x).
         x: the clean inputs, shape ``(*batch, d)``.
-        num_corruptions: S, the corruption draws behind :meth:`log_prob` and :attr:`mean`.
+        num_corruptions: S, the corruption draws behind [`log_prob`][] and `mean`.
         estimator: ``"prior"``, ``"laplace"`` or ``"auto"`` (see the module docstring).
 
     Examples:
@@ -213,7 +213,7 @@ class CorruptionMarginal(Distribution):
         return self.log_weights(value).logsumexp(0) - math.log(self.num_corruptions)
 
     def log_weights(self, value: Tensor) -> Tensor:
-        """The S log importance weights behind :meth:`log_prob`, shape ``(S, *shape)`` where
+        """The S log importance weights behind [`log_prob`][], shape ``(S, *shape)`` where
         ``shape`` is that of ``log_prob(value)``: log q(h | x̃_s) for the ``"prior"``
         estimator, log C(x̃_s | x) q(h | x̃_s) / r(x̃_s) for ``"laplace"``. Their spread gives
         the estimate's standard error, sd(w) / (mean(w) √S) by the delta method."""
@@ -287,14 +287,14 @@ class CorruptedEncoder(Conditional):
     Called on x of shape ``(n, d)``, it returns a distribution with batch shape ``(n,)``: the
     exact ``MultivariateNormal(x Vᵀ + c, Σ + σ² V Vᵀ)`` when the encoder is affine Gaussian
     (its ``linear_gaussian()`` gives q(h | x̃) = N(V x̃ + c, Σ)) and the corruption is
-    ``Gaussian(σ)``; otherwise a :class:`CorruptionMarginal`, whose sampling is exact and whose
-    ``log_prob`` is a Monte Carlo estimate. Build it with :func:`corrupt`.
+    ``Gaussian(σ)``; otherwise a [`CorruptionMarginal`][], whose sampling is exact and whose
+    ``log_prob`` is a Monte Carlo estimate. Build it with [`corrupt`][].
 
     Args:
         encoder: q(h | x̃), held as a submodule.
         corruption: C(x̃ | x).
         num_corruptions: corruption draws behind the Monte Carlo ``log_prob``.
-        estimator: ``"prior"``, ``"laplace"`` or ``"auto"``, see :func:`corrupt`.
+        estimator: ``"prior"``, ``"laplace"`` or ``"auto"``, see [`corrupt`][].
 
     Examples:
         >>> from latentae.conditionals import GaussianConditional
@@ -380,7 +380,8 @@ def corrupt(
     """The stochastic encoder of a DAE: ``encoder`` q(h | x̃) composed with ``corruption``.
 
     Args:
-        encoder: q(h | x̃), e.g. a :class:`~latentae.conditionals.GaussianConditional`.
+        encoder: q(h | x̃), e.g. a
+            [`GaussianConditional`][latentae.conditionals.GaussianConditional].
         corruption: C(x̃ | x), or its config dict.
         num_corruptions: corruption draws behind the Monte Carlo ``log_prob``.
         estimator: how ``log_prob`` estimates log p_enc(h | x): ``"prior"`` (corruption

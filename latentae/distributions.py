@@ -83,8 +83,8 @@ class Enumerated(Distribution):
 class WeightedSamples(pdist.Empirical):
     """Weighted draws of each row's posterior, from a sampler without a density.
 
-    Sampling resamples the draws by weight; :attr:`mean` and :attr:`variance` are weighted
-    moments; :attr:`ess` is Kish's effective sample size of the weights. :meth:`log_prob`
+    Sampling resamples the draws by weight; `mean` and `variance` are weighted
+    moments; [`ess`][] is Kish's effective sample size of the weights. `log_prob`
     raises, because weighted samples define no density.
 
     Args:
@@ -179,7 +179,7 @@ class BatchReshape(Distribution):
 
 
 def reshape_batch(d: Distribution, batch_shape: torch.Size) -> Distribution:
-    """``d`` itself if its batch shape is already ``batch_shape``, else a :class:`BatchReshape`."""
+    """``d`` itself if its batch shape is already ``batch_shape``, else a [`BatchReshape`][]."""
     if tuple(d.batch_shape) == tuple(batch_shape):
         return d
     return BatchReshape(d, batch_shape)

@@ -14,9 +14,9 @@ with S an antiderivative of the activation s (sigmoid -> softplus, tanh -> log c
 For a tied DAE trained with Gaussian corruption of small σ, r(x) − x ≈ σ² ∇log p(x), so
 F/σ² estimates log p(x) up to an additive constant.
 
-- :class:`TiedAutoencoder`: the tied-weight autoencoder, with :meth:`~TiedAutoencoder.potential`;
-- :func:`potential`: F(x) for a tied autoencoder;
-- :func:`conservative_check`: how far any reconstruction's Jacobian is from symmetric.
+- [`TiedAutoencoder`][]: the tied-weight autoencoder, with [`potential`][TiedAutoencoder.potential];
+- [`potential`][]: F(x) for a tied autoencoder;
+- [`conservative_check`][]: how far any reconstruction's Jacobian is from symmetric.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def _log_cosh(u: Tensor) -> Tensor:
     return a + F.softplus(-2 * a) - math.log(2.0)
 
 
-#: The activations s of :class:`TiedAutoencoder` and their antiderivatives S (S' = s).
+#: The activations s of [`TiedAutoencoder`][] and their antiderivatives S (S' = s).
 ACTIVATIONS: dict[str, tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]] = {
     "sigmoid": (torch.sigmoid, F.softplus),
     "tanh": (torch.tanh, _log_cosh),
@@ -87,12 +87,12 @@ class TiedAutoencoder(nn.Module):
     """A tied-weight autoencoder r(x) = Wᵀ s(W x + b) + c, whose field r(x) − x is conservative.
 
     The encoder s(W x + b) and the decoder Wᵀ h + c share W, so ∂r/∂x = Wᵀ diag(s') W is
-    symmetric and r(x) − x = ∇F(x) for the closed-form potential :meth:`potential`.
+    symmetric and r(x) − x = ∇F(x) for the closed-form potential [`potential`][].
 
     Args:
         x_dim: dimension of x.
         h_dim: number of hidden units.
-        activation: one of :data:`ACTIVATIONS` (``"sigmoid"``, ``"tanh"``, ``"softplus"``,
+        activation: one of `ACTIVATIONS` (``"sigmoid"``, ``"tanh"``, ``"softplus"``,
             ``"relu"``, ``"linear"``).
 
     Examples:
@@ -155,7 +155,7 @@ def potential(autoencoder: TiedAutoencoder, x: Tensor) -> Tensor:
     """The potential energy F(x) of a tied autoencoder, r(x) − x = ∇F(x).
 
     Args:
-        autoencoder: a :class:`TiedAutoencoder`.
+        autoencoder: a [`TiedAutoencoder`][].
         x: points of shape ``(..., x_dim)``.
 
     Returns:
@@ -183,7 +183,7 @@ def potential(autoencoder: TiedAutoencoder, x: Tensor) -> Tensor:
 
 
 class ConservativeCheck(NamedTuple):
-    """What :func:`conservative_check` returns.
+    """What [`conservative_check`][] returns.
 
     Attributes:
         asymmetry: ``(n,)``, ‖J − Jᵀ‖_F / (2‖J‖_F) at each point: the share of the Jacobian
@@ -231,7 +231,7 @@ def conservative_check(r: Any, x: Tensor) -> ConservativeCheck:
         x: the points, shape ``(n, d)``.
 
     Returns:
-        A :class:`ConservativeCheck`.
+        A [`ConservativeCheck`][].
 
     Raises:
         TypeError: x is not a floating-point tensor, or r is not callable / has no mean.

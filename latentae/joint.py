@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ENCODER_METHODS", "JointModel", "ModelError"]
 
-#: Encoder methods accepted by :meth:`JointModel.encoder`.
+#: Encoder methods accepted by [`JointModel.encoder`][].
 ENCODER_METHODS = ("enumerate", "laplace", "importance", "nuts", "amortized")
 
 # Probe size for the validating trace: 3 is unlikely to coincide with an event dimension,
@@ -426,7 +426,7 @@ class JointModel:
             method: ``"enumerate"`` (exact, finite h), ``"laplace"`` (exact for linear-Gaussian
                 models), ``"importance"``, ``"nuts"``, ``"amortized"``, or ``"auto"``
                 (enumerate for a discrete latent, laplace otherwise).
-            **options: passed to the method's class in :mod:`latentae.posterior`.
+            **options: passed to the method's class in [`latentae.posterior`][].
 
         Examples:
             >>> jm = JointModel.from_file("models/mixture.py")

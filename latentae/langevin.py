@@ -4,7 +4,7 @@ annealed Langevin dynamics of Song & Ermon (2019), which runs down a ladder of n
 A denoising autoencoder trained with Gaussian corruption of scale σ estimates the score of the
 smoothed density p_σ = p ∗ N(0, σ²I) as (r(x) − x)/σ² (Alain & Bengio 2014), so these
 samplers turn a DAE (one per noise level, or one noise-conditional network, see
-:mod:`latentae.noise_conditional`) into a generative model without its encoder-decoder chain.
+[`latentae.noise_conditional`][]) into a generative model without its encoder-decoder chain.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ NoiseScoreFn = Callable[[Tensor, float], Tensor]
 
 
 class LangevinResult(NamedTuple):
-    """What :func:`langevin` returns.
+    """What [`langevin`][] returns.
 
     Attributes:
         x: the final states, shape ``(num_chains, *x_shape)``.
@@ -46,7 +46,7 @@ class LangevinResult(NamedTuple):
 
 
 class AnnealedLangevinResult(NamedTuple):
-    """What :func:`annealed_langevin` returns.
+    """What [`annealed_langevin`][] returns.
 
     Attributes:
         x: the final states, shape ``(num_chains, *x_shape)`` (after the denoising step when
@@ -206,7 +206,7 @@ def langevin(
         seed: seed for the noise.
 
     Returns:
-        A :class:`LangevinResult`.
+        A [`LangevinResult`][].
 
     Raises:
         FloatingPointError: the chains became non-finite (the step size is too large).
@@ -288,11 +288,11 @@ def annealed_langevin(
     Args:
         score_fn: the score of p_σ, either a callable ``score_fn(x, sigma)`` (a
             noise-conditional network such as
-            :meth:`latentae.noise_conditional.NoiseConditionalDAE.score`, or a closed form) or
+            [`latentae.noise_conditional.NoiseConditionalDAE.score`][], or a closed form) or
             a mapping ``{sigma: score_fn(x)}`` with one score per level (one DAE trained per
             noise level). ``sigma`` is passed as a Python float.
         x0: starting states, shape ``(num_chains, *x_shape)``; their dtype and device are kept.
-        sigmas: the noise ladder, strictly decreasing (e.g. :func:`geometric_sigmas`).
+        sigmas: the noise ladder, strictly decreasing (e.g. [`geometric_sigmas`][]).
         step_size: ε, the step size at the smallest level σ_L.
         steps_per_level: T.
         denoise: end with one Tweedie step x + σ_L² score(x, σ_L), the posterior mean of the
@@ -300,7 +300,7 @@ def annealed_langevin(
         seed: seed for the noise.
 
     Returns:
-        An :class:`AnnealedLangevinResult`.
+        An [`AnnealedLangevinResult`][].
 
     Raises:
         FloatingPointError: the chains became non-finite (the step size is too large).

@@ -2,7 +2,7 @@
 
 Two runs pointed at one folder would each write their checkpoint, plots and report over the
 other's (every file is written atomically, so none is torn, but the folder ends up mixing
-two runs). :func:`output_lock` holds ``FOLDER/.latentae.lock`` for the duration of a run.
+two runs). [`output_lock`][] holds ``FOLDER/.latentae.lock`` for the duration of a run.
 
 How the lock is held. On POSIX the lock file is locked with ``fcntl.flock``: the kernel
 releases that lock when its holder exits in any way, ``kill -9`` and crashes included, so a
@@ -15,9 +15,9 @@ a lock from another host, or whose pid cannot be checked, is then left for a per
 delete.
 
 A lock whose holder died is taken over silently (a crashed run must not block the next
-one); the returned :class:`OutputLock` records the previous holder in ``replaced``, and so
+one); the returned [`OutputLock`][] records the previous holder in ``replaced``, and so
 does the new lock file. The lock is not reentrant: a process that asks again for a folder
-it holds gets :class:`LockedError`, since two writers in one process (threads, or nested
+it holds gets [`LockedError`][], since two writers in one process (threads, or nested
 code) would mix the folder's files as surely as two processes.
 
 This module needs only the standard library, so that it costs nothing to import.
@@ -110,7 +110,7 @@ def output_lock(folder: str | os.PathLike) -> Iterator[OutputLock]:
         folder: the output folder of a run.
 
     Yields:
-        The :class:`OutputLock` held.
+        The [`OutputLock`][] held.
 
     Raises:
         LockedError: another live run holds the lock (its pid and start time are named), or

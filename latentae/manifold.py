@@ -6,10 +6,10 @@ tangent directions and contracts the normal ones. The top right-singular vectors
 space) therefore estimate the tangent plane, and a large gap between consecutive singular
 values marks the manifold's local dimension.
 
-- :func:`encoder_jacobian`: J at every row of x, by autograd, vectorized over the rows;
-- :func:`tangent_plane`: the SVD of J, the tangent basis and the local dimension;
-- :func:`contraction`: how much more J stretches along a given tangent plane than across it;
-- :func:`subspace_angles`: principal angles between two subspaces, in degrees.
+- [`encoder_jacobian`][]: J at every row of x, by autograd, vectorized over the rows;
+- [`tangent_plane`][]: the SVD of J, the tangent basis and the local dimension;
+- [`contraction`][]: how much more J stretches along a given tangent plane than across it;
+- [`subspace_angles`][]: principal angles between two subspaces, in degrees.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ __all__ = [
 
 
 class TangentPlane(NamedTuple):
-    """What :func:`tangent_plane` returns, for n points in R^d (m = min(d_h, d)).
+    """What [`tangent_plane`][] returns, for n points in R^d (m = min(d_h, d)).
 
     Attributes:
         basis: ``(n, d, k)``, orthonormal columns spanning each point's tangent plane: the
@@ -59,7 +59,7 @@ class TangentPlane(NamedTuple):
 
 
 class Contraction(NamedTuple):
-    """What :func:`contraction` returns, one value per point.
+    """What [`contraction`][] returns, one value per point.
 
     Attributes:
         along: ``(n,)``, the root-mean-square gain ‖J t‖ over unit tangent directions t,
@@ -118,7 +118,7 @@ def encoder_jacobian(encoder: Callable[[Tensor], Any], x: Tensor) -> Tensor:
     """The Jacobian ∂f/∂x of the encoder's mean f(x) at every row of x.
 
     Args:
-        encoder: a :class:`~latentae.conditionals.Conditional` (its distributions' mean is
+        encoder: a [`Conditional`][latentae.conditionals.Conditional] (its distributions' mean is
             used) or a plain callable mapping x of shape ``(n, d)`` to h of shape
             ``(n, d_h)``. It must treat rows independently (no batch statistics).
         x: the points, shape ``(n, d)``.
@@ -168,7 +168,7 @@ def tangent_plane(
 ) -> TangentPlane:
     """Estimate the tangent plane of the data manifold at each row of x from the encoder.
 
-    The encoder's Jacobian J (:func:`encoder_jacobian`) is decomposed as J = U S Vᵀ; the
+    The encoder's Jacobian J ([`encoder_jacobian`][]) is decomposed as J = U S Vᵀ; the
     tangent plane is spanned by the right-singular vectors (in x space) of the largest
     singular values, the directions the encoder is most sensitive to (§14.6).
 
@@ -182,14 +182,14 @@ def tangent_plane(
     ones, so set it from the σ/s of the problem where that is known.
 
     Args:
-        encoder: a :class:`~latentae.conditionals.Conditional` (its mean is used) or a plain
+        encoder: a [`Conditional`][latentae.conditionals.Conditional] (its mean is used) or a plain
             callable x -> h, treating rows independently.
         x: the points, shape ``(n, d)``.
         dim: the tangent dimension, in 1..m; ``None`` estimates it per point.
         min_ratio: the smallest singular-value ratio that counts as a gap (``dim=None``).
 
     Returns:
-        A :class:`TangentPlane`.
+        A [`TangentPlane`][].
 
     Raises:
         TypeError: x is not a floating-point tensor, or the encoder has no usable mean.
@@ -279,7 +279,7 @@ def contraction(encoder: Callable[[Tensor], Any], x: Tensor, tangent: Tensor) ->
     directions ν. An encoder that has learnt the manifold has ``ratio`` = along/across > 1.
 
     Args:
-        encoder: a :class:`~latentae.conditionals.Conditional` (its mean is used) or a plain
+        encoder: a [`Conditional`][latentae.conditionals.Conditional] (its mean is used) or a plain
             callable x -> h, treating rows independently.
         x: the points, shape ``(n, d)``.
         tangent: the tangent directions at each point, true or estimated: ``(n, d)`` for a
@@ -287,10 +287,10 @@ def contraction(encoder: Callable[[Tensor], Any], x: Tensor, tangent: Tensor) ->
             orthonormal; e.g. ``tangent_plane(encoder, x, dim=k).basis``).
 
     Returns:
-        A :class:`Contraction`.
+        A [`Contraction`][].
 
     Raises:
-        TypeError, ValueError: bad input, as for :func:`tangent_plane`; a tangent basis of the
+        TypeError, ValueError: bad input, as for [`tangent_plane`][]; a tangent basis of the
             wrong shape, rank-deficient, or spanning all of R^d (then nothing is normal).
 
     Examples:

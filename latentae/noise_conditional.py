@@ -1,7 +1,7 @@
 """A noise-conditional denoising autoencoder: one network r(x̃, σ) trained with the denoising
 criterion at a whole ladder of Gaussian noise levels (Song & Ermon 2019), so that one model
 gives the score of every smoothed density p_σ = p ∗ N(0, σ²I) that annealed Langevin dynamics
-(:func:`latentae.langevin.annealed_langevin`) walks down.
+([`latentae.langevin.annealed_langevin`][]) walks down.
 
 At each level the squared-error optimum is r*(x̃, σ) = x̃ + σ²∇log p_σ(x̃) (Tweedie; Alain &
 Bengio 2014), so the score estimate is (r(x̃, σ) − x̃)/σ². The loss weights level σ by
@@ -107,7 +107,7 @@ class NoiseConditionalDAE(nn.Module):
 
 
 class NoiseConditionalFit(NamedTuple):
-    """What :func:`fit_noise_conditional` returns.
+    """What [`fit_noise_conditional`][] returns.
 
     Attributes:
         model: the trained model (the module passed in, trained in place).
@@ -147,7 +147,7 @@ def fit_noise_conditional(
         seed: seed of the batches, levels and noise.
 
     Returns:
-        A :class:`NoiseConditionalFit`.
+        A [`NoiseConditionalFit`][].
 
     Raises:
         FloatingPointError: the loss became non-finite.

@@ -1,8 +1,8 @@
 """Matplotlib figures of training runs and of the fields a DAE learns.
 
-Figures are built as :class:`matplotlib.figure.Figure` objects, never through ``pyplot``: no
+Figures are built as `matplotlib.figure.Figure` objects, never through ``pyplot``: no
 global figure state, no interactive backend, nothing to close, and safe in threads and
-tests. :func:`save_figure` renders them with the Agg canvas.
+tests. [`save_figure`][] renders them with the Agg canvas.
 """
 
 from __future__ import annotations
@@ -91,14 +91,14 @@ def loss_curve(
 
     The raw per-step loss is drawn in a light color under its moving average; validation
     scores are points joined by a line. Both are -log p_dec(x | h) per data row, so they
-    share the y axis. Histories longer than :data:`LOG_STEPS_FROM` steps get a logarithmic
+    share the y axis. Histories longer than `LOG_STEPS_FROM` steps get a logarithmic
     step axis.
 
     Args:
-        history: ``{"step": [...], "loss": [...]}``, e.g. :attr:`FitResult.history`.
-        validation: ``{"step": [...], "nll": [...]}``, e.g. :attr:`FitResult.validation`;
+        history: ``{"step": [...], "loss": [...]}``, e.g. `FitResult.history`.
+        validation: ``{"step": [...], "nll": [...]}``, e.g. `FitResult.validation`;
             ``None`` or empty lists draw no validation line.
-        ax: axes to draw on; by default a new :class:`~matplotlib.figure.Figure` is made.
+        ax: axes to draw on; by default a new `Figure` is made.
 
     Returns:
         The figure that holds the axes.
@@ -150,12 +150,12 @@ def save_figure(fig: Figure, path: str | os.PathLike, *, dpi: int = 120) -> Path
     """Write ``fig`` to ``path`` as a PNG, atomically: readers never see a partial file.
 
     Args:
-        fig: the figure, e.g. from :func:`loss_curve`.
+        fig: the figure, e.g. from [`loss_curve`][].
         path: the PNG file to write; its folder is created if needed.
         dpi: resolution in dots per inch.
 
     Returns:
-        ``path`` as a :class:`~pathlib.Path`.
+        ``path`` as a `Path`.
 
     Examples:
         >>> import tempfile, pathlib
@@ -173,7 +173,7 @@ _SCATTER_POINTS = 2000
 
 
 def compatibility_figure(report: Any, *, title: str | None = None) -> Figure:
-    """The draws behind a :class:`~latentae.compat.CompatibilityReport`, side by side.
+    """Draws behind a [`CompatibilityReport`][latentae.compat.CompatibilityReport], side by side.
 
     Left: the cross-differences Δd against Δe of the cross-ratio's pairs; a compatible pair
     puts every point on the diagonal. Right: the Gibbs chains' late draws over the held-out
@@ -181,7 +181,7 @@ def compatibility_figure(report: Any, *, title: str | None = None) -> Figure:
     chain keeps the data law. A panel whose diagnostic did not run says why.
 
     Args:
-        report: the result of :func:`latentae.compat.check`.
+        report: the result of [`latentae.compat.check`][].
         title: the figure's title.
 
     Returns:
@@ -305,12 +305,12 @@ def vector_field(
     the 75th percentile of all lengths one grid cell long.
 
     Args:
-        encoder: the DAE's encoder q(h | x̃) (see :func:`latentae.score.reconstruction`).
+        encoder: the DAE's encoder q(h | x̃) (see [`latentae.score.reconstruction`][]).
         decoder: its decoder p_dec(x | h).
         data: points to scatter, shape ``(n, 2)`` (a tensor or an array).
         sigma: the training corruption's standard deviation; needed with ``reference``.
-        reference: the exact score ∇log p_σ: a :class:`~latentae.JointModel` with an exact
-            encoder (scored by :func:`latentae.score.model_score` at ``sigma``), or a callable
+        reference: the exact score ∇log p_σ: a [`JointModel`][latentae.JointModel] with an exact
+            encoder (scored by [`latentae.score.model_score`][] at ``sigma``), or a callable
             mapping points of shape ``(m, 2)`` to scores of that shape.
         grid: arrows per axis.
         bounds: ``((xmin, xmax), (ymin, ymax))``; by default the data's range plus 10%.

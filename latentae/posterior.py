@@ -1,4 +1,4 @@
-"""Conditionals derived from a :class:`~latentae.JointModel`: the exact decoder p_model(x|h)
+"""Conditionals derived from a [`JointModel`][latentae.JointModel]: the exact decoder p_model(x|h)
 (eq. 14.13 of *Deep Learning*) and encoders p_model(h|x) (eq. 14.12) by five methods."""
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ class ModelDecoder(_FromModel):
 class ModelEncoder(_FromModel):
     """Base class of the encoders p_model(h | x) derived from a joint model."""
 
-    #: Short name of the method, as passed to :meth:`JointModel.encoder`.
+    #: Short name of the method, as passed to [`JointModel.encoder`][].
     method: str = ""
     #: Whether the method is exact for every model it accepts.
     exact: bool = False
@@ -113,7 +113,7 @@ class EnumerateEncoder(ModelEncoder):
     """The exact posterior of a finite latent, by evaluating the joint at every support value.
 
     Returns a ``Categorical`` when the support is ``{0, ..., K-1}`` and an
-    :class:`~latentae.distributions.Enumerated` otherwise (e.g. a vector of binary units).
+    [`Enumerated`][latentae.distributions.Enumerated] otherwise (e.g. a vector of binary units).
 
     Examples:
         >>> jm = JointModel.from_file("models/mixture.py")
@@ -337,8 +337,8 @@ class ImportanceEncoder(ModelEncoder):
     """Self-normalized importance sampling of p_model(h | x), vectorized over rows.
 
     The proposal is the prior, or a given conditional q(h|x). Returns
-    :class:`~latentae.distributions.WeightedSamples` (resampling, weighted moments, and the
-    effective sample size ``.ess`` per row); there is no exact log density.
+    [`WeightedSamples`][latentae.distributions.WeightedSamples] (resampling, weighted moments, and
+    the effective sample size ``.ess`` per row); there is no exact log density.
 
     Args:
         joint: the model.
@@ -393,8 +393,8 @@ class NUTSEncoder(ModelEncoder):
     """Pyro's NUTS run on each observation row: the slow gold standard.
 
     Calling it runs ``num_chains`` chains per row and returns their pooled draws as
-    :class:`~latentae.distributions.WeightedSamples` (equal weights; no log density).
-    :meth:`sample_chains` keeps the chains apart, with divergences, for ArviZ.
+    [`WeightedSamples`][latentae.distributions.WeightedSamples] (equal weights; no log density).
+    [`sample_chains`][] keeps the chains apart, with divergences, for ArviZ.
 
     Args:
         joint: the model.

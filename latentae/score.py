@@ -3,10 +3,10 @@
 A denoising autoencoder trained with Gaussian corruption of variance σ² and squared error
 learns r*(x̃) = E[x | x̃] = x̃ + σ²∇log p_σ(x̃), where p_σ = p ∗ N(0, σ²I) (Tweedie's formula;
 Alain & Bengio 2014), so (r(x) − x)/σ² estimates the score of the smoothed data law
-(:func:`dae_score`). For a model with an exact encoder the score of its own smoothed
+([`dae_score`][]). For a model with an exact encoder the score of its own smoothed
 marginal follows from Fisher's identity, ∇ₓlog p(x) = E_{p(h|x)}[∇ₓlog p(x|h)]
-(:func:`model_score`); smoothing a model with Gaussian observations is widening their
-covariance by σ²I (:class:`widen`). :func:`score_error` compares the two.
+([`model_score`][]); smoothing a model with Gaussian observations is widening their
+covariance by σ²I ([`widen`][]). [`score_error`][] compares the two.
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ def reconstruction(
     Gradients flow to ``x`` and the parameters as the caller's grad mode allows.
 
     Args:
-        encoder: q(h | x̃), a :class:`~latentae.conditionals.Conditional` (not the corrupted
+        encoder: q(h | x̃), a [`Conditional`][latentae.conditionals.Conditional] (not the corrupted
             encoder: r takes x as the corrupted input itself).
         decoder: p_dec(x | h), whose distributions have a ``mean``.
         x: inputs, shape ``(n, d)``.
@@ -138,8 +138,9 @@ def reconstruction(
         seed: seed of those draws; ``None`` uses torch's global RNG.
 
     Raises:
-        TypeError: ``encoder`` is a :class:`~latentae.denoising.CorruptedEncoder`, or ``x``
-            is not a floating-point tensor.
+        TypeError: ``encoder`` is a
+            [`CorruptedEncoder`][latentae.denoising.CorruptedEncoder], or ``x`` is not a
+            floating-point tensor.
         ValueError: ``x`` is not ``(n, d)`` or not finite, the decoder has no mean, or its
             reconstructions do not have the shape of ``x``.
 
@@ -191,7 +192,7 @@ def dae_score(
     """The DAE's score estimate (r(x) − x)/σ² of ∇ₓlog p_σ(x), shape ``(n, d)`` (eq. 14.16).
 
     Exact for the optimal DAE trained with Gaussian corruption of standard deviation σ:
-    r*(x) = x + σ²∇log p_σ(x) with p_σ = p_data ∗ N(0, σ²I). See :func:`reconstruction` for
+    r*(x) = x + σ²∇log p_σ(x) with p_σ = p_data ∗ N(0, σ²I). See [`reconstruction`][] for
     how r(x) is computed.
 
     Args:
@@ -204,7 +205,7 @@ def dae_score(
 
     Raises:
         ValueError: ``sigma`` is not a positive finite number or the corruption is not
-            Gaussian, or :func:`reconstruction` refuses the inputs.
+            Gaussian, or [`reconstruction`][] refuses the inputs.
 
     Examples:
         >>> from latentae.units import GaussianDecoder, GaussianEncoder
@@ -325,14 +326,15 @@ def model_score(joint: JointModel, x: Tensor, sigma: float | Gaussian = 0.0) -> 
     """The exact score ∇ₓlog p_σ(x) of a model with an exact encoder, by Fisher's identity.
 
     ∇ₓlog p_σ(x) = E_{p_σ(h|x)}[∇ₓlog p_σ(x | h)], where p_σ is the model with its Gaussian
-    observation noise widened by σ² (:func:`widened`), i.e. the law of x + σε. The expectation
+    observation noise widened by σ² ([`widened`][]), i.e. the law of x + σε. The expectation
     is exact: for a finite latent (``"enumerate"``) it is the posterior-weighted sum over the
     support; for a linear-Gaussian model (``"laplace"``) ∇ₓlog p_σ(x | h) is affine in h, so
     its expectation is its value at the posterior mean of the widened model. This is the
-    reference that :func:`dae_score` estimates for data drawn from the model.
+    reference that [`dae_score`][] estimates for data drawn from the model.
 
     Args:
-        joint: a model whose :meth:`~latentae.JointModel.exact_methods` is not empty.
+        joint: a model whose
+            [`exact_methods`][latentae.joint.JointModel.exact_methods] is not empty.
         x: points, shape ``(n, *observed_shape)``.
         sigma: the smoothing standard deviation, ``>= 0`` (0: the model's own score), or
             the DAE's ``Gaussian`` corruption.
@@ -449,8 +451,8 @@ def score_error(estimate: Tensor, reference: Tensor) -> ScoreError:
     """Compare a score estimate with a reference score at the same points.
 
     Args:
-        estimate: e.g. :func:`dae_score`, shape ``(n, ...)``; each row is one point.
-        reference: e.g. :func:`model_score`, the same shape.
+        estimate: e.g. [`dae_score`][], shape ``(n, ...)``; each row is one point.
+        reference: e.g. [`model_score`][], the same shape.
 
     Raises:
         TypeError: either is not a floating-point tensor.

@@ -7,8 +7,8 @@ through the already-trained layers 1..k-1, corrupted by the same corruption as t
 The pretrained layers are then composed into the deep encoder and decoder and fine-tuned
 end to end on the DAE criterion -log p_dec(x | h), h ~ q(h | x̃).
 
-:func:`deep_autoencoder` builds the deep pair from a random initialization (the baseline that
-pretraining is compared with); :func:`pretrain_stack` starts from that same initialization.
+[`deep_autoencoder`][] builds the deep pair from a random initialization (the baseline that
+pretraining is compared with); [`pretrain_stack`][] starts from that same initialization.
 """
 
 from __future__ import annotations
@@ -176,7 +176,7 @@ class StackedDecoder(Conditional):
 
     Args:
         widths: ``(dL, ..., d0)``: the code width, then the width of every layer down to x.
-        activation: as for :class:`StackedEncoder`.
+        activation: as for [`StackedEncoder`][].
         output: ``"gaussian"`` or ``"bernoulli"``.
         activate_output: apply the activation to the Gaussian mean.
 
@@ -252,18 +252,18 @@ def deep_autoencoder(
 ) -> tuple[StackedEncoder, StackedDecoder]:
     """A deep encoder ``d0 → d1 → ... → dL`` and its mirror-image decoder, randomly
     initialized (PyTorch's default ``nn.Linear`` initialization): the architecture that
-    :func:`pretrain_stack` pretrains, for training end to end from scratch.
+    [`pretrain_stack`][] pretrains, for training end to end from scratch.
 
     Args:
         d0: the data width.
         widths: ``(d1, ..., dL)``, the hidden widths; the code has width dL.
-        activation: as for :class:`StackedEncoder`.
+        activation: as for [`StackedEncoder`][].
         output: the decoder's output units, ``"gaussian"`` or ``"bernoulli"``.
         noise: the encoder's injected noise.
         seed: seed of the initialization; ``None`` uses torch's global RNG.
 
     Returns:
-        ``(encoder, decoder)``: a :class:`StackedEncoder` and a :class:`StackedDecoder`.
+        ``(encoder, decoder)``: a [`StackedEncoder`][] and a [`StackedDecoder`][].
 
     Examples:
         >>> enc, dec = deep_autoencoder(6, (4, 2), seed=0)
@@ -280,14 +280,14 @@ def deep_autoencoder(
 
 @dataclass
 class StackResult:
-    """What :func:`pretrain_stack` returns.
+    """What [`pretrain_stack`][] returns.
 
     Attributes:
-        encoder: the deep :class:`StackedEncoder` (pretrained, then fine-tuned).
-        decoder: the deep :class:`StackedDecoder`.
-        layers: one :class:`~latentae.FitResult` per layer, holding that layer's shallow
+        encoder: the deep [`StackedEncoder`][] (pretrained, then fine-tuned).
+        decoder: the deep [`StackedDecoder`][].
+        layers: one [`FitResult`][latentae.FitResult] per layer, holding that layer's shallow
             encoder and decoder as pretrained (separate modules, untouched by fine-tuning).
-        finetune: the fine-tuning :class:`~latentae.FitResult`, or ``None`` with
+        finetune: the fine-tuning [`FitResult`][latentae.FitResult], or ``None`` with
             ``finetune_steps=0``.
         steps: optimizer steps in all, over the layers and the fine-tuning.
         seconds: wall time of the whole call.
@@ -340,16 +340,16 @@ def pretrain_stack(
 ) -> StackResult:
     """Pretrain a deep DAE greedily, one layer at a time, then fine-tune it end to end.
 
-    Layer k is a shallow DAE trained with :func:`latentae.fit`: its encoder maps the clean
+    Layer k is a shallow DAE trained with [`latentae.fit`][]: its encoder maps the clean
     representation h_{k-1} of the training rows (h_0 = x; computed once, without gradients,
     through the already-trained layers) to width d_k by one affine map and the activation;
     its decoder maps back, with the chosen ``output`` units for k = 1 and a Gaussian whose
     mean passes through the activation for k > 1. Each layer sees its input corrupted by
     ``corruption``. The layers are then composed into the deep encoder and decoder of
-    :func:`deep_autoencoder` (from whose initialization, with the same ``seed``, the layers
+    [`deep_autoencoder`][] (from whose initialization, with the same ``seed``, the layers
     start), which are fine-tuned on -log p_dec(x | h), h ~ q(h | x̃), x̃ ~ C(x̃ | x).
 
-    Every :func:`~latentae.fit` call uses Adam with learning rate ``lr``, ``batch_size``, a
+    Every [`fit`][latentae.fit] call uses Adam with learning rate ``lr``, ``batch_size``, a
     fresh optimizer state, and seed ``seed + k`` (k = 0, 1, ...). The same validation rows are
     held out of every layer and of the fine-tuning (through the lower layers for k > 1).
 
@@ -373,17 +373,17 @@ def pretrain_stack(
             it is pretrained, and into the deep encoder's code h; 0 is deterministic.
         device: where to train; the representations of the data are kept there.
         seed: seed of the initialization, the validation split and the training randomness.
-        progress: show a progress bar per :func:`~latentae.fit` call.
+        progress: show a progress bar per [`fit`][latentae.fit] call.
         validation: fraction of rows held out, a tensor of held-out rows, or ``None``.
 
     Returns:
-        A :class:`StackResult`.
+        A [`StackResult`][].
 
     Raises:
         ValueError: empty or non-positive widths, non-positive step counts, data that are not
             a 2-D table, validation rows of another width, non-binary data with
-            ``output="bernoulli"``, or any error of :func:`latentae.fit`.
-        TypeError: ``corruption`` is not a :class:`~latentae.corruption.Corruption`.
+            ``output="bernoulli"``, or any error of [`latentae.fit`][].
+        TypeError: ``corruption`` is not a [`Corruption`][latentae.corruption.Corruption].
 
     Examples:
         >>> from latentae.corruption import Masking

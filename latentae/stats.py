@@ -364,7 +364,7 @@ def mmd2(
     Args:
         x: a sample of shape (m, d), m >= 2.
         y: a sample of shape (n, d), n >= 2.
-        bandwidth: the kernel bandwidth; ``None`` uses :func:`median_heuristic` on the
+        bandwidth: the kernel bandwidth; ``None`` uses [`median_heuristic`][] on the
             pooled sample (on a fixed-seed subset of 2000 points when larger).
         block_size: the tile edge.
 
@@ -393,7 +393,7 @@ def energy_distance(x: Tensor, y: Tensor, block_size: int = DEFAULT_BLOCK_SIZE) 
 
     The within-sample means are U-statistics over pairs i != j (divided by m(m-1) and
     n(n-1)), so the estimate is 0 on average (and often negative) when the laws are equal.
-    Memory and work as in :func:`mmd2`: float64 sums over ``block_size`` tiles.
+    Memory and work as in [`mmd2`][]: float64 sums over ``block_size`` tiles.
 
     Args:
         x: a sample of shape (m, d), m >= 2.
@@ -422,7 +422,7 @@ def two_sample_test(
     block_size: int = DEFAULT_BLOCK_SIZE,
 ) -> TwoSampleResult:
     """A permutation test of "``x`` and ``y`` are samples of one law" with the unbiased MMD^2
-    (:func:`mmd2`) or the energy distance (:func:`energy_distance`); large values reject.
+    ([`mmd2`][]) or the energy distance ([`energy_distance`][]); large values reject.
 
     Each permutation splits the pooled sample at random into parts of the sizes of ``x`` and
     ``y``; p = (1 + #{permuted >= observed}) / (1 + num_permutations) (Phipson & Smyth 2010),

@@ -1,8 +1,8 @@
 """How the compatibility of a trained DAE pair depends on the training-set size and capacity.
 
-:func:`compatibility_study` simulates training sets of several sizes n from a
-:class:`~latentae.JointModel`, trains a denoising autoencoder on each (for every decoder
-capacity and seed), and runs the compatibility diagnostics of :mod:`latentae.compat` on the
+[`compatibility_study`][] simulates training sets of several sizes n from a
+[`JointModel`][latentae.JointModel], trains a denoising autoencoder on each (for every decoder
+capacity and seed), and runs the compatibility diagnostics of [`latentae.compat`][] on the
 trained pair (DESIGN, section Compatibility):
 
 - ``cross_ratio`` with the DAE's stochastic encoder ``corrupt(encoder, Gaussian(σ))``;
@@ -104,7 +104,7 @@ def _json_safe(value: Any) -> Any:
 
 @dataclass
 class StudyResult:
-    """The cells of a :func:`compatibility_study` and their summaries.
+    """The cells of a [`compatibility_study`][] and their summaries.
 
     Attributes:
         cells: one dict per (n, capacity, seed) with keys ``n``, ``capacity`` (its label),
@@ -214,7 +214,7 @@ class StudyResult:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> StudyResult:
-        """Read a ``study.json`` written by :meth:`save` (``null`` figures become nan).
+        """Read a ``study.json`` written by [`save`][] (``null`` figures become nan).
 
         Raises:
             ValueError: the file is not valid JSON or not a study (no ``cells``).
@@ -339,7 +339,7 @@ def compatibility_study(
 
     For each training-set size n, capacity and seed: simulate n rows
     (``joint.sample(n, seed=seed)``), train an encoder/decoder pair with
-    :func:`latentae.fit` (``Gaussian(corruption_sigma)`` corruption, Adam with a cosine
+    [`latentae.fit`][] (``Gaussian(corruption_sigma)`` corruption, Adam with a cosine
     schedule, no validation split), and record the cross-ratio of
     ``corrupt(encoder, Gaussian(σ))`` and the decoder with its standard error, the Gibbs
     two-sample test (MMD and energy distance of the x-chain's late draws against held-out
@@ -351,10 +351,10 @@ def compatibility_study(
 
     The pair depends on the model: when ``joint.exact_methods() == ["laplace"]`` (a
     linear-Gaussian model) the capacities are the decoder's covariance types (``"diag"``,
-    ``"full"``) of an affine :class:`~latentae.GaussianDecoder`, with an affine
-    :class:`~latentae.GaussianEncoder`; otherwise they are hidden widths, e.g. ``(32,)``,
-    shared by an MLP :class:`~latentae.GaussianEncoder` and a
-    :class:`~latentae.MixtureDecoder`. The code h has the dimension of the model's latent.
+    ``"full"``) of an affine [`GaussianDecoder`][latentae.GaussianDecoder], with an affine
+    [`GaussianEncoder`][latentae.GaussianEncoder]; otherwise they are hidden widths, e.g. ``(32,)``,
+    shared by an MLP [`GaussianEncoder`][latentae.GaussianEncoder] and a
+    [`MixtureDecoder`][latentae.MixtureDecoder]. The code h has the dimension of the model's latent.
 
     Args:
         joint: the model to simulate from (observed rows must be vectors).
@@ -363,7 +363,7 @@ def compatibility_study(
         seeds: seeds of the simulation, the initialization and the training.
         steps: optimizer steps per training run.
         corruption_sigma: σ of the Gaussian corruption.
-        device: where to train (passed to :func:`latentae.fit`); the diagnostics run there
+        device: where to train (passed to [`latentae.fit`][]); the diagnostics run there
             too.
         progress: print one line per cell.
         batch_size: minibatch size (capped at n // 2).
@@ -378,7 +378,7 @@ def compatibility_study(
             an interrupted study loses at most one cell.
 
     Returns:
-        A :class:`StudyResult`.
+        A [`StudyResult`][].
 
     Raises:
         ValueError: bad arguments, a model whose rows are not vectors, or ``resume_from``

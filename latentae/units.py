@@ -1,16 +1,16 @@
 """The encoder and decoder families of a denoising autoencoder: the output units of §14.4 of
-*Deep Learning*, each a :class:`~latentae.conditionals.Conditional`.
+*Deep Learning*, each a [`Conditional`][latentae.conditionals.Conditional].
 
 Decoders p_dec(x | h) all take the leading arguments ``(h_dim, x_dim, hidden=...)``, where
 ``hidden=()`` is an affine body and a tuple of widths is a multilayer perceptron:
 
-- :class:`GaussianDecoder`: linear units (diagonal, low-rank or full covariance);
-- :class:`BernoulliDecoder`: sigmoid units, for binary x;
-- :class:`CategoricalDecoder`: softmax units, for x a vector of categorical variables;
-- :class:`MixtureDecoder`: a mixture density network, for multimodal x | h;
-- :class:`FlowDecoder`: a conditional spline flow, where more capacity is needed.
+- [`GaussianDecoder`][]: linear units (diagonal, low-rank or full covariance);
+- [`BernoulliDecoder`][]: sigmoid units, for binary x;
+- [`CategoricalDecoder`][]: softmax units, for x a vector of categorical variables;
+- [`MixtureDecoder`][]: a mixture density network, for multimodal x | h;
+- [`FlowDecoder`][]: a conditional spline flow, where more capacity is needed.
 
-The encoder q(h | x̃) is :class:`GaussianEncoder`: a deterministic map plus injected Gaussian
+The encoder q(h | x̃) is [`GaussianEncoder`][]: a deterministic map plus injected Gaussian
 noise of a fixed scale (fig. 14.2).
 """
 
@@ -72,11 +72,12 @@ def _check_hidden(hidden: Sequence[int]) -> tuple[int, ...]:
 class GaussianDecoder(GaussianConditional):
     """Gaussian p(x | h) = N(mu(h), Sigma(h)) with linear output units (§14.4).
 
-    The Gaussian family of :class:`~latentae.conditionals.GaussianConditional` with the
-    decoder's argument names. With ``hidden=()`` the mean is affine in h and the covariance is
-    a free, context-independent parameter, so :meth:`linear_gaussian` returns ``(W, b, Psi)``
-    with p(x | h) = N(W h + b, Psi). With hidden layers the covariance is predicted from h
-    (heteroscedastic).
+    The Gaussian family of [`GaussianConditional`][latentae.conditionals.GaussianConditional] with
+    the decoder's argument names. With ``hidden=()`` the mean is affine in h and the covariance is a
+    free, context-independent parameter, so
+    [`linear_gaussian`][latentae.conditionals.GaussianConditional.linear_gaussian] returns
+    ``(W, b, Psi)`` with p(x | h) = N(W h + b, Psi). With hidden layers the covariance is
+    predicted from h (heteroscedastic).
 
     Args:
         h_dim: dimension of the code h.
@@ -107,7 +108,7 @@ class GaussianDecoder(GaussianConditional):
         self.h_dim, self.x_dim = h_dim, x_dim
 
     def to_config(self) -> dict[str, Any]:
-        """The constructor's arguments, for :func:`from_config`."""
+        """The constructor's arguments, for [`from_config`][]."""
         return _config(self, cov=self.cov, rank=self.rank)
 
 
@@ -134,7 +135,7 @@ class BernoulliDecoder(BernoulliConditional):
         self.h_dim, self.x_dim, self.hidden = h_dim, x_dim, tuple(hidden)
 
     def to_config(self) -> dict[str, Any]:
-        """The constructor's arguments, for :func:`from_config`."""
+        """The constructor's arguments, for [`from_config`][]."""
         return _config(self)
 
 
@@ -171,7 +172,7 @@ class CategoricalDecoder(CategoricalConditional):
         self.num_classes = num_classes
 
     def to_config(self) -> dict[str, Any]:
-        """The constructor's arguments, for :func:`from_config`."""
+        """The constructor's arguments, for [`from_config`][]."""
         return _config(self, num_classes=self.num_classes)
 
     def forward(self, context: Tensor) -> Distribution:
@@ -232,7 +233,7 @@ class MixtureDecoder(_Standardized):
             out.bias[k : k + k * d] = quantiles[order].T.reshape(-1).to(out.bias)
 
     def to_config(self) -> dict[str, Any]:
-        """The constructor's arguments, for :func:`from_config`."""
+        """The constructor's arguments, for [`from_config`][]."""
         return _config(self, components=self.components, min_scale=self.min_scale)
 
     def forward(self, context: Tensor) -> Distribution:
@@ -246,8 +247,9 @@ class MixtureDecoder(_Standardized):
 
 
 class FlowDecoder(FlowConditional):
-    """A conditional spline flow p(x | h) (:class:`~latentae.conditionals.FlowConditional`
-    with the decoder's argument names), for x | h beyond a Gaussian's or a mixture's capacity.
+    """A conditional spline flow p(x | h), for x | h beyond a Gaussian's or a mixture's capacity.
+
+    [`FlowConditional`][latentae.conditionals.FlowConditional] with the decoder's argument names.
 
     Args:
         h_dim: dimension of the code h.
@@ -280,7 +282,7 @@ class FlowDecoder(FlowConditional):
         self.transforms, self.bins = transforms, bins
 
     def to_config(self) -> dict[str, Any]:
-        """The constructor's arguments, for :func:`from_config`."""
+        """The constructor's arguments, for [`from_config`][]."""
         return _config(self, transforms=self.transforms, bins=self.bins)
 
 
@@ -295,13 +297,14 @@ class GaussianEncoder(_Standardized):
     bounded or regularized decoder): otherwise f can grow to make a fixed noise negligible.
 
     ``noise=0`` is a deterministic encoder: a ``pyro.distributions.Delta`` at f(x̃), which
-    samples (``rsample`` too) but has no density; :attr:`has_log_prob` is then ``False``.
+    samples (``rsample`` too) but has no density; [`has_log_prob`][] is then ``False``.
 
     Args:
         x_dim: dimension of x̃.
         h_dim: dimension of the code h.
         hidden: widths of f's hidden layers; ``()`` is affine, and then
-            :meth:`linear_gaussian` gives the closed form.
+            [`linear_gaussian`][latentae.units.GaussianEncoder.linear_gaussian] gives the
+            closed form.
         noise: standard deviation of the injected noise, ``>= 0``.
 
     Examples:
@@ -327,7 +330,7 @@ class GaussianEncoder(_Standardized):
         self.net = MLP(x_dim, h_dim, self.hidden)
 
     def to_config(self) -> dict[str, Any]:
-        """The constructor's arguments, for :func:`from_config`."""
+        """The constructor's arguments, for [`from_config`][]."""
         return _config(self, noise=self._noise)
 
     @property
@@ -387,7 +390,7 @@ def _config(unit: Any, **options: Any) -> dict[str, Any]:
     }
 
 
-#: The encoder and decoder classes that :func:`from_config` rebuilds, by name.
+#: The encoder and decoder classes that [`from_config`][] rebuilds, by name.
 UNITS: dict[str, type] = {
     cls.__name__: cls
     for cls in (

@@ -30,7 +30,7 @@ def compatibility_section(
     burn_in: int = DEFAULT_BURN_IN,
     num_points: int = DEFAULT_POINTS,
 ) -> dict[str, Any]:
-    """Run :func:`latentae.compat.check` on ``pair`` (encoder, decoder, corruption) with the
+    """Run [`latentae.compat.check`][] on ``pair`` (encoder, decoder, corruption) with the
     rows ``x``, save ``compatibility.png`` in ``out`` and return the report's JSON part."""
     import time
 

@@ -325,7 +325,7 @@ def _add_checkpoint_flag(p: argparse.ArgumentParser) -> None:
 
 
 def _checkpoint_pair(jm: JointModel, x: torch.Tensor, path: Path, device: str) -> Any:
-    """The :class:`~latentae.checkpoint.TrainedPair` of checkpoint ``path`` on ``device``,
+    """The [`TrainedPair`][latentae.checkpoint.TrainedPair] of checkpoint ``path`` on ``device``,
     checked against the width of the model's rows ``x``."""
     from latentae.checkpoint import load_pair
 
