@@ -5,13 +5,13 @@ What is measured
 On ``models/ppca.py`` with its exact pair (the Laplace encoder, exact for this
 linear-Gaussian model, and the model's decoder), in one process:
 
-- **cross-ratio**: :func:`latentae.compat.cross_ratio` on 10^5 random pairs of 10^5 rows
+- **cross-ratio**: ``latentae.compat.cross_ratio`` on 10^5 random pairs of 10^5 rows
   (wall time); also for a DAE pair with an MLP encoder, whose log p_enc(h | x) is the
   importance-sampled ``"laplace"`` estimate (64 draws, Gauss-Newton from 4 starts), on
   10^4 pairs, since each pair costs a small optimization;
-- **Gibbs test**: :func:`latentae.compat.gibbs_test` with 10^4 chains x 100 steps against
+- **Gibbs test**: ``latentae.compat.gibbs_test`` with 10^4 chains x 100 steps against
   10^4 held-out rows, 200 permutations (wall time, and the chain's share of it);
-- **chain steps per second**: :func:`latentae.gibbs_chain` runs every chain in one call of
+- **chain steps per second**: ``latentae.gibbs_chain`` runs every chain in one call of
   the encoder and one of the decoder per step, i.e. two traces of the Pyro model per step
   for all chains. The baseline loops over chains and steps and calls the same model-derived
   encoder and decoder on one chain at a time, re-tracing the model for every chain step,

@@ -3,7 +3,7 @@
 What is measured
 ----------------
 For one observation x of ``models/ppca.py`` (simulated with a fixed seed), each encoder
-draws from p(h | x) through :func:`latentae.sample_posterior`, which returns ArviZ
+draws from p(h | x) through ``latentae.sample_posterior``, which returns ArviZ
 ``InferenceData``. For each encoder the script reports
 
 - **min ESS**: the minimum over the latent's coordinates of ArviZ's bulk effective sample

@@ -5,16 +5,16 @@ What is measured
 Data: the 8x8 digits of ``models/digits.py`` (1797 rows x 64 pixels in [0, 1]); a fixed,
 seeded 20% of the rows is held out as the test set and never trained on.
 
-Both arms train the SAME architecture, :func:`latentae.stack.deep_autoencoder` with widths
+Both arms train the SAME architecture, ``latentae.stack.deep_autoencoder`` with widths
 64 -> 128 -> 64 -> 32 (an over-complete first layer, as in Vincent et al. 2010), sigmoid
 units, a deterministic encoder and Gaussian output units with a free diagonal scale, under
 the same corruption (masking noise, p = 0.25), batch size (128), optimizer (Adam, lr 1e-3)
 and the same total number of optimizer steps:
 
-- **pretrained**: :func:`latentae.stack.pretrain_stack`: each of the 3 layers trained as a
+- **pretrained**: ``latentae.stack.pretrain_stack``: each of the 3 layers trained as a
   shallow DAE on the clean code of the layer below, then the deep pair fine-tuned end to end;
 - **random init**: the same deep pair from the same initialization (same seed) trained end to
-  end with :func:`latentae.fit` for (3 x steps per layer + fine-tuning steps) steps.
+  end with ``latentae.fit`` for (3 x steps per layer + fine-tuning steps) steps.
 
 Why sigmoid units: greedy pretraining was proposed for, and shown to help, deep nets of
 saturating units (Hinton et al. 2006; Bengio et al. 2007; Vincent et al. 2010), whose

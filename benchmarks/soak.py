@@ -2,10 +2,10 @@
 
 What is measured
 ----------------
-A small denoising autoencoder (:class:`latentae.GaussianEncoder` and
-:class:`latentae.GaussianDecoder`, one hidden layer of 32 units each, corruption
+A small denoising autoencoder (``latentae.GaussianEncoder`` and
+``latentae.GaussianDecoder``, one hidden layer of 32 units each, corruption
 ``Gaussian(0.3)``) is trained briefly on 2-D data, a noisy ring of radius 2, then sampled
-through its Markov chain with :func:`latentae.gsn_chain` (x → x̃ ~ C(x̃ | x) → h ~ q(h | x̃)
+through its Markov chain with ``latentae.gsn_chain`` (x → x̃ ~ C(x̃ | x) → h ~ q(h | x̃)
 → x ~ p_dec(x | h)), 100 chains started from data rows, for 10^6 steps, keeping every
 10^4-th state. Reported:
 
@@ -21,7 +21,7 @@ through its Markov chain with :func:`latentae.gsn_chain` (x → x̃ ~ C(x̃ | x)
   data's (a chain that left the ring, or diverged, shows there).
 
 Target: the growth stays below 50 MB (the exit code is 1 otherwise). Per-step state kept by
-the chain would grow memory linearly in the steps; :func:`latentae.gibbs_chain`, which
+the chain would grow memory linearly in the steps; ``latentae.gibbs_chain``, which
 ``gsn_chain`` calls, keeps only the thinned draws, so memory is flat.
 
 Usage::
@@ -153,7 +153,7 @@ def soak(
     seed: int,
 ) -> dict[str, Any]:
     """Run ``gsn_chain`` from ``x0`` for ``steps`` steps keeping every ``thin``-th state,
-    under an :class:`RSSMonitor`; return the figures."""
+    under an ``RSSMonitor``; return the figures."""
     peak_before = peak_rss_mb()
     with RSSMonitor() as memory:
         start = time.perf_counter()

@@ -1,4 +1,4 @@
-"""Steps per second of :func:`latentae.fit` against a hand-written PyTorch training loop.
+"""Steps per second of ``latentae.fit`` against a hand-written PyTorch training loop.
 
 What is measured
 ----------------

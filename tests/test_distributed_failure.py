@@ -1,10 +1,10 @@
 """A rank lost during distributed training: the survivor stops with a clear error.
 
-Two gloo ranks are spawned with torch.multiprocessing and train with :func:`latentae.fit`;
+Two gloo ranks are spawned with torch.multiprocessing and train with ``latentae.fit``;
 once both have trained a few steps (and rank 0 has written a checkpoint) the parent kills
 one rank with SIGKILL, or stops it with SIGSTOP (a hung rank or an unreachable host). The
 survivor's next collective fails, at once when the peer's connection closes, else after the
-process group's timeout, and fit must turn that into a :class:`~latentae.dae.LostRankError`
+process group's timeout, and fit must turn that into a ``latentae.dae.LostRankError``
 naming the lost rank, the step and the last checkpoint: it must never hang. Run time: about
 15 s on 2 idle cores, 25 s under load (each spawn imports torch and latentae in two workers).
 """

@@ -1,6 +1,6 @@
 """A long thinned DAE chain runs in bounded memory (benchmarks/soak.py at a small size).
 
-100 chains of a briefly trained 2-D DAE run 10^4 steps through :func:`latentae.gsn_chain`,
+100 chains of a briefly trained 2-D DAE run 10^4 steps through ``latentae.gsn_chain``,
 keeping every 1000-th state, while a thread samples the resident set size (VmRSS of
 /proc/self/status). Storing every state would take 10^4 x 100 x 2 float64 = 16 MB (and
 more, with each tensor's own overhead), so the bound on the growth, 8 MB, is half of the
