@@ -2,10 +2,13 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
 import latentae as lae
+import latentae.chains as chains_module
+import latentae.stats as stats_module
 from latentae.arviz import load_netcdf
 from latentae.checkpoint import load_pair
 from latentae.cli import main
@@ -105,14 +108,59 @@ def test_sample_writes_chains_plots_and_diagnostics(capsys, tmp_path, mixture_ch
 
 
 def test_sample_is_seeded(capsys, tmp_path, mixture_checkpoint):
-    draws = []
+    draws, reports = [], []
     for sub in ("a", "b"):
         code, _, err = run(capsys, "sample", MIXTURE, "--checkpoint", mixture_checkpoint, "--out",
                            tmp_path / sub, "--num-chains", "5", "--num-steps", "6",
                          "--quiet")  # fmt: skip
         assert code == 0, err
         draws.append(load_netcdf(tmp_path / sub / "gsn.nc").posterior["x"].values)
+        reports.append(json.loads((tmp_path / sub / "sample.json").read_text())["sample"])
     assert (draws[0] == draws[1]).all()
+    assert reports[0]["two_sample"] == reports[1]["two_sample"]  # the permutations too
+
+
+def test_sample_tests_draws_only_against_rows_no_chain_started_from(
+    capsys, tmp_path, mixture_checkpoint, monkeypatch
+):
+    rows = lae.JointModel.from_file(MIXTURE).sample(12, seed=0)[1].numpy()
+    data = tmp_path / "rows.npy"
+    np.save(data, rows)
+    # The command imports both functions when it runs: record what they are given.
+    seen = []
+    original_chain, original_test = chains_module.gsn_chain, stats_module.two_sample_test
+
+    def chain(encoder, decoder, corruption, starts, *args, **kwargs):
+        seen.append(("starts", starts.detach().cpu().double()))
+        return original_chain(encoder, decoder, corruption, starts, *args, **kwargs)
+
+    def test(x, y, *args, **kwargs):
+        seen.append(("held", y.detach().cpu().double()))
+        return original_test(x, y, *args, **kwargs)
+
+    monkeypatch.setattr(chains_module, "gsn_chain", chain)
+    monkeypatch.setattr(stats_module, "two_sample_test", test)
+    common = ("sample", MIXTURE, "--checkpoint", mixture_checkpoint, "--data", data,
+              "--num-steps", "4")  # fmt: skip
+    code, _, err = run(capsys, *common, "--num-chains", "8", "--out", tmp_path / "a", "--quiet")
+    assert code == 0, err
+    (_, starts), (_, held) = seen
+    assert len(starts) == 8 and len(held) == 4  # the 12 - 8 rows left over
+    assert not (torch.cdist(starts, held) == 0).any()
+    assert torch.cat([starts, held]).unique(dim=0).shape[0] == 12
+    report = json.loads((tmp_path / "a" / "sample.json").read_text())["sample"]["two_sample"]
+    assert report["against"] == "4 data rows no chain started from"
+
+    # Eleven chains leave one row: too few to test against, and the report says so.
+    seen.clear()
+    code, out, err = run(capsys, *common, "--num-chains", "11", "--out", tmp_path / "b")
+    assert code == 0, err
+    assert [kind for kind, _ in seen] == ["starts"]
+    report = json.loads((tmp_path / "b" / "sample.json").read_text())["sample"]["two_sample"]
+    assert report["pvalue"] is None and report["value"] is None
+    assert "leaves 1 to test their draws against" in report["note"]
+    assert "pass --num-chains between 2 and 10" in report["note"]
+    assert f"last draws vs data: not tested ({report['note']})" in out
 
 
 @pytest.mark.parametrize(
