@@ -235,7 +235,12 @@ class StudyResult:
 
     def save(self, out_dir: str | os.PathLike) -> tuple[Path, Path]:
         """Write ``study.json`` and ``study.png`` into ``out_dir`` (created if needed), each
-        atomically. Returns their paths."""
+        atomically. Returns their paths.
+
+        The record goes first, so a finished cell is on disk before the figure is drawn. The
+        two are not replaced as one: interrupted between them, the figure lags the record by
+        the last save until the next one; ``StudyResult.load(path).save(out_dir)`` redraws
+        it from the record."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         text = json.dumps(self.to_dict(), indent=2, allow_nan=False)
