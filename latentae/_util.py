@@ -104,9 +104,17 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
         write(tmp_path)
         _fsync(tmp_path)
         os.replace(tmp_path, path)
-    except BaseException:
+    except BaseException as e:
         tmp_path.unlink(missing_ok=True)
-        raise
+        if not isinstance(e, OSError) or e.errno is None:
+            raise
+        # The OS's words with the file they concern: a failed write() names no file, and the
+        # temporary file's name would mislead.
+        raise OSError(
+            e.errno,
+            f"could not write {path}: {e.strerror or e}; the previous {path.name}, if any, "
+            "is unchanged",
+        ) from e
     return path
 
 

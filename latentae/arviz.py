@@ -100,8 +100,40 @@ def from_draws(
 
 
 def save_netcdf(idata: arviz.InferenceData, path: str | os.PathLike) -> Path:
-    """Write ``idata`` to ``path`` atomically: a failure leaves any previous file intact."""
-    return atomic_write(path, lambda tmp: idata.to_netcdf(str(tmp)))
+    """Write ``idata`` to ``path`` atomically: a failure leaves any previous file intact.
+
+    The file is the one ``idata.to_netcdf`` writes (netCDF-4 through h5netcdf, one group per
+    ArviZ group, numeric variables zlib-compressed), built in memory first: HDF5 writing
+    straight to a disk that fills up, or past a file-size limit, can crash the process
+    instead of raising; a plain write of the finished bytes raises the OS's error.
+    """
+    data = _netcdf_bytes(idata)
+    if data is None:  # an xarray without in-memory netCDF-4: ArviZ writes the file itself
+        return atomic_write(path, lambda tmp: idata.to_netcdf(str(tmp)))
+    return atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def _netcdf_bytes(idata: arviz.InferenceData) -> bytes | None:
+    """The bytes of ``idata.to_netcdf``'s file, or ``None`` where xarray cannot build a
+    netCDF-4 file in memory (before its DataTree, or without h5netcdf's in-memory files)."""
+    import xarray as xr
+
+    if not hasattr(xr, "DataTree"):
+        return None
+    from arviz.data.inference_data import _compressible_dtype
+
+    groups = {f"/{g}": idata[g] for g in idata.groups()}
+    tree = xr.DataTree.from_dict({"/": xr.Dataset(attrs=dict(idata.attrs)), **groups})
+    # ArviZ's own choice of compression, so that the file is the one it would write.
+    encoding = {
+        name: {v: {"zlib": True} for v, x in ds.variables.items() if _compressible_dtype(x.dtype)}
+        for name, ds in groups.items()
+    }
+    try:
+        data = tree.to_netcdf(None, engine="h5netcdf", encoding=encoding)
+    except (TypeError, ValueError, NotImplementedError):
+        return None
+    return bytes(data)
 
 
 def load_netcdf(path: str | os.PathLike) -> arviz.InferenceData:

@@ -37,7 +37,20 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     stored as uint8 tensors, never as numpy arrays.
     """
     state = {"format": FORMAT, "version": VERSION, **state}
-    return atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+    def write(tmp: Path) -> None:
+        # Through a Python file, so that a failed write (a full disk, a file-size limit)
+        # raises the OS's error; torch's zip writer then fails to close and raises its own
+        # ("unexpected pos ...") over it, so the OS's error is raised instead.
+        with open(tmp, "wb") as f:
+            try:
+                torch.save(state, f)
+            except RuntimeError as e:
+                if isinstance(e.__context__, OSError):
+                    raise e.__context__ from None
+                raise
+
+    return atomic_write(path, write)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

@@ -7,22 +7,26 @@ for byte, with no temporary file left behind; finally version 2 is written witho
 fault and must differ from version 1, so the comparison could have failed. Every writer
 also flushes its data to the disk before the rename, so that a crash cannot leave the final
 name on an empty file. The faults are injected by monkeypatching, which works as root too;
-an unwritable folder (the fault a user meets) only stops a non-root process, so that
-variant is skipped as root. The CLI turns an unusable --out into one line on stderr and
-exit code 2. Run time: about 8 s on 2 idle cores, 15 s under load.
+a file-size limit (RLIMIT_FSIZE) makes the kernel cut every writer's write short in a child
+process, as a full disk does, for root too; an unwritable folder only stops a non-root
+process, so that variant is skipped as root. The CLI turns an unusable --out, or a write
+cut short, into one line on stderr and exit code 2. Run time: about 20 s on 2 idle cores.
 """
 
 from __future__ import annotations
 
 import errno
 import io
+import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import arviz as az
 import pytest
 import torch
 from matplotlib.figure import Figure
@@ -38,6 +42,9 @@ ROOT = Path(__file__).resolve().parents[1]
 PPCA = str(ROOT / "models" / "ppca.py")
 IS_ROOT = os.name == "posix" and os.geteuid() == 0
 ROOT_REASON = "permissions do not stop root (the suite may run as root)"
+needs_rlimit = pytest.mark.skipif(
+    sys.platform != "linux", reason="file-size limits (RLIMIT_FSIZE, SIGXFSZ) as on Linux"
+)
 
 
 def _blob(k: int) -> bytes:
@@ -74,9 +81,10 @@ WRITERS = [
     Writer("save_checkpoint", ("run.pt",),
            lambda d, k: save_checkpoint(d / "run.pt", {"step": k, "w": torch.full((10_000,), k)}),
            (torch, "save")),
+    # The netCDF file is built in memory, then written as bytes.
     Writer("save_netcdf", ("posterior.nc",),
            lambda d, k: save_netcdf(_idata(k), d / "posterior.nc"),
-           (az.InferenceData, "to_netcdf")),
+           (Path, "write_bytes")),
     Writer("save_figure", ("loss.png",),
            lambda d, k: save_figure(loss_curve({"step": [1, 2, 3], "loss": [k, 2.0, 1.0]}),
                                     d / "loss.png"),
@@ -93,21 +101,17 @@ def _half_then_raise(owner: object, name: str, error: BaseException, scratch: Pa
     real = getattr(owner, name)
 
     def first_half(data: bytes, target) -> None:
-        with open(target, "wb") as f:
-            f.write(data[: len(data) // 2])
+        if hasattr(target, "write"):  # an open file, as save_checkpoint passes to torch.save
+            target.write(data[: len(data) // 2])
+        else:
+            with open(target, "wb") as f:
+                f.write(data[: len(data) // 2])
         raise error
 
     if (owner, name) == (torch, "save"):
         return lambda obj, f, *a, **kw: first_half(_to_bytes(lambda b: real(obj, b, *a, **kw)), f)
     if (owner, name) == (Figure, "savefig"):
         return lambda self, fname, **kw: first_half(_to_bytes(lambda b: real(self, b, **kw)), fname)
-    if (owner, name) == (az.InferenceData, "to_netcdf"):
-
-        def to_netcdf(self, filename, *args, **kwargs):
-            real(self, str(scratch / "whole.nc"), *args, **kwargs)  # netcdf needs a real file
-            first_half((scratch / "whole.nc").read_bytes(), filename)
-
-        return to_netcdf
     if (owner, name) == (Path, "write_text"):
         return lambda self, text, *a, **kw: first_half(text.encode(), self)
     if (owner, name) == (Path, "write_bytes"):
@@ -219,6 +223,98 @@ def test_a_half_written_study_figure_keeps_the_old_figure(folder, tmp_path, monk
     new = _snapshot(folder)
     assert sorted(new) == ["study.json", "study.png"]
     assert new["study.png"] == old["study.png"] and new["study.json"] != old["study.json"]
+
+
+# A file-size limit (RLIMIT_FSIZE, which binds root too) makes the kernel itself cut a write
+# short, as a full disk would: write() fails with EFBIG once the file reaches the limit. The
+# limit is far below every writer's file, so each fails part-way.
+FILE_SIZE_LIMIT = 128  # bytes
+_CUT_SHORT = """
+import json, sys
+from pathlib import Path
+from tests.test_atomic_writes import WRITERS
+out = {}
+for writer in WRITERS:
+    try:
+        writer.write(Path(sys.argv[1]) / writer.name, 2)
+    except Exception as e:
+        out[writer.name] = [type(e).__name__, e.errno if isinstance(e, OSError) else None, str(e)]
+print(json.dumps(out))
+"""
+
+
+def _limit_file_size() -> None:  # runs in the child between fork and exec
+    import resource  # POSIX only
+
+    resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_SIZE_LIMIT, FILE_SIZE_LIMIT))
+    # Past the limit the kernel sends SIGXFSZ, which kills by default; ignored, the write
+    # fails with EFBIG instead, as it does on a full disk with ENOSPC.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+
+def _child_env() -> dict[str, str]:
+    # The child must not write bytecode caches under the limit, and finds tests.* from ROOT.
+    return {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": str(ROOT)}
+
+
+@pytest.fixture(scope="module")
+def cut_short(tmp_path_factory):
+    """Version 1 of every writer's files, then version 2 written by one child process under
+    the file-size limit: the folders and what the child caught, by writer."""
+    base = tmp_path_factory.mktemp("file-size-limit")
+    before = {}
+    for writer in WRITERS:
+        (base / writer.name).mkdir()
+        writer.write(base / writer.name, 1)
+        before[writer.name] = _snapshot(base / writer.name)
+    done = subprocess.run(
+        [sys.executable, "-c", _CUT_SHORT, str(base)],
+        preexec_fn=_limit_file_size,
+        env=_child_env(),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return base, before, json.loads(done.stdout)
+
+
+@needs_rlimit
+@pytest.mark.parametrize("writer", WRITERS, ids=[w.name for w in WRITERS])
+def test_a_write_cut_short_by_the_kernel_keeps_the_old_file(writer, cut_short):
+    base, before, caught = cut_short
+    folder = base / writer.name
+    kind, code, message = caught[writer.name]
+    first = writer.files[0]
+    assert (kind, code) == ("OSError", errno.EFBIG), caught[writer.name]
+    # The OS's words, naming the file that was not replaced (not the temporary one).
+    assert message == (
+        f"[Errno {errno.EFBIG}] could not write {folder / first}: {os.strerror(errno.EFBIG)}; "
+        f"the previous {first}, if any, is unchanged"
+    )
+    old = before[writer.name]
+    assert _snapshot(folder) == old  # version 1 byte for byte, no temporary file left behind
+    _check_new_version_differs(writer, folder, old)
+
+
+@needs_rlimit
+def test_the_cli_reports_a_write_cut_short_in_one_line_and_keeps_its_files(tmp_path):
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "latentae", "fit", PPCA, "--steps", "5", "--out", str(out)]
+    first = subprocess.run([*command, "--seed", "0", "--quiet"], capture_output=True, text=True,
+                           env=_child_env(), timeout=300)  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    old = _snapshot(out)
+    assert {"checkpoint.pt", "training.json", "loss.png"} <= set(old)
+    second = subprocess.run([*command, "--seed", "1"], capture_output=True, text=True,
+                            env=_child_env(), preexec_fn=_limit_file_size, timeout=300)  # fmt: skip
+    assert second.returncode == 2
+    assert second.stderr == (
+        f"latentae: error: [Errno {errno.EFBIG}] could not write {out / 'checkpoint.pt'}: "
+        f"{os.strerror(errno.EFBIG)}; the previous checkpoint.pt, if any, is unchanged\n"
+    )
+    assert _snapshot(out) == old  # every file of the first run, byte for byte
 
 
 @pytest.mark.skipif(IS_ROOT, reason=ROOT_REASON)
