@@ -323,7 +323,7 @@ def test_gsn_chain_of_a_trained_dae_samples_the_mixture():
     # noise coalesce). One draw per chain at step 200: iid draws of the chain's law at that
     # step, tested against held-out data by energy distance at level 0.01.
     # Measured over 6 training seeds x 3 chain seeds: 17 of 18 p-values > 0.01 (the other
-    # 2/201 = 0.00995), median 0.7; training takes 5-14 s on this machine.
+    # 2/201 = 0.00995), median 0.57; training takes 5-14 s on this machine.
     jm = lae.JointModel.from_file(ROOT / "models" / "mixture.py")
     corruption = Gaussian(1.5)
     _, x = jm.sample(21_000, seed=0)
@@ -339,7 +339,7 @@ def test_walkback_pulls_chains_back_from_far_away_sooner():
     # Chains started uniformly on [-15, 15]^2 (92% of them farther than 3 from every
     # component mean; the data: 0.03%) measure how fast the DAE chain leaves that region.
     # Measured over 5 seeds (500 steps each; walkback 3 costs about 4x per step): after 5
-    # steps plain DAEs still had 29-45% of the chains far, walkback-3 DAEs 0.05-3.4%; plain
+    # steps plain DAEs still had 27-45% of the chains far, walkback-3 DAEs 0.1-3.1%; plain
     # DAEs trained 4x longer (equal compute) were no better (41-58%). Late draws showed no
     # difference: by step 200 both had at most 0.15% far, so walkback removes transient
     # spurious mass here, not a persistent spurious mode. Asserted: the
