@@ -131,9 +131,11 @@ def _netcdf_bytes(idata: arviz.InferenceData) -> bytes | None:
     }
     try:
         data = tree.to_netcdf(None, engine="h5netcdf", encoding=encoding)
-    except (TypeError, ValueError, NotImplementedError):
+    except Exception:
+        # Versions of xarray with a DataTree but no in-memory netCDF-4 refuse a None path in
+        # their own ways; ArviZ's writer then writes the file (and raises any real error).
         return None
-    return bytes(data)
+    return bytes(data) if isinstance(data, bytes | memoryview) else None
 
 
 def load_netcdf(path: str | os.PathLike) -> arviz.InferenceData:
