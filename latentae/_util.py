@@ -64,6 +64,31 @@ def check_positive_int(name: str, value: Any) -> int:
     return int(value)
 
 
+def check_points(x: Any, where: str | None = None) -> torch.Tensor:
+    """``x`` if it is a finite floating-point tensor of shape (n, d) with n, d >= 1, else a
+    TypeError or ValueError saying what is wrong, prefixed with ``where`` (the caller's name)
+    when given."""
+    label = "x" if where is None else f"{where}: x"
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{label} must be a torch.Tensor of shape (n, d), not {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(
+            f"{label} must be a floating-point tensor, got {x.dtype}; convert it with "
+            "x.to(torch.get_default_dtype())"
+        )
+    if x.dim() != 2:
+        hint = "; use x[None] for a single point" if x.dim() == 1 else ""
+        raise ValueError(
+            f"{label} must have shape (n, d), rows as points, got shape {tuple(x.shape)}{hint}"
+        )
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        raise ValueError(
+            f"{label} must have at least one row and one column, got shape {tuple(x.shape)}"
+        )
+    check_finite(x, label)
+    return x
+
+
 def check_finite(x: torch.Tensor, what: str, row_offset: int = 0) -> None:
     """Raise ``ValueError`` naming the row and column of the first non-finite value of ``x``.
 

@@ -29,9 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from latentae._util import rowwise_jacobian
+from latentae._util import check_points, rowwise_jacobian
 from latentae.conditionals import _check_dims
-from latentae.manifold import _check_points, _mean_of
+from latentae.manifold import _mean_of
 
 __all__ = [
     "ACTIVATIONS",
@@ -245,7 +245,7 @@ def conservative_check(r: Any, x: Tensor) -> ConservativeCheck:
         >>> conservative_check(lambda x: x @ (A + A.T).T, torch.randn(3, 2)).max
         0.0
     """
-    _check_points(x, "conservative_check")
+    check_points(x, "conservative_check")
     field, role = _as_field(r)
     J = rowwise_jacobian(field, x, role)[1]
     _, p, d = J.shape

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution
 
-from latentae._util import check_finite, rowwise_jacobian
+from latentae._util import check_finite, check_points, rowwise_jacobian
 
 __all__ = [
     "Contraction",
@@ -74,29 +74,6 @@ class Contraction(NamedTuple):
     ratio: Tensor
 
 
-def _check_points(x: Any, where: str) -> Tensor:
-    if not isinstance(x, Tensor):
-        raise TypeError(
-            f"{where}: x must be a torch.Tensor of shape (n, d), not {type(x).__name__}"
-        )
-    if not x.is_floating_point():
-        raise TypeError(
-            f"{where}: x must be a floating-point tensor, got {x.dtype}; convert it with "
-            "x.to(torch.get_default_dtype())"
-        )
-    if x.dim() != 2:
-        hint = "; use x[None] for a single point" if x.dim() == 1 else ""
-        raise ValueError(
-            f"{where}: x must have shape (n, d), rows as points, got shape {tuple(x.shape)}{hint}"
-        )
-    if x.shape[0] == 0 or x.shape[1] == 0:
-        raise ValueError(
-            f"{where}: x must have at least one row and one column, got shape {tuple(x.shape)}"
-        )
-    check_finite(x, f"{where}: x")
-    return x
-
-
 def _mean_of(output: Any, role: str) -> Tensor:
     """The deterministic part of a map's output: a tensor as it is, a distribution's mean."""
     if isinstance(output, Tensor):
@@ -139,7 +116,7 @@ def encoder_jacobian(encoder: Callable[[Tensor], Any], x: Tensor) -> Tensor:
                 [0., 3.],
                 [4., 5.]])
     """
-    _check_points(x, "encoder_jacobian")
+    check_points(x, "encoder_jacobian")
     if not callable(encoder):
         raise TypeError(f"encoder must be callable, got {type(encoder).__name__}")
     return rowwise_jacobian(lambda z: _mean_of(encoder(z), "encoder"), x, "encoder")[1]
@@ -204,7 +181,7 @@ def tangent_plane(
         >>> plane.singular_values[0]
         tensor([3.0000, 0.1000])
     """
-    _check_points(x, "tangent_plane")
+    check_points(x, "tangent_plane")
     if isinstance(min_ratio, bool) or not isinstance(min_ratio, int | float):
         raise TypeError(f"min_ratio must be a number > 1, got {min_ratio!r}")
     if not 1 < min_ratio < math.inf:
@@ -299,7 +276,7 @@ def contraction(encoder: Callable[[Tensor], Any], x: Tensor, tangent: Tensor) ->
         >>> contraction(lambda x: x @ A.T, x, torch.tensor([1.0, 0.0]).expand(4, 2)).ratio
         tensor([30.0000, 30.0000, 30.0000, 30.0000])
     """
-    _check_points(x, "contraction")
+    check_points(x, "contraction")
     n, d = x.shape
     t = _as_bases(tangent, "tangent", n, d)
     if t.shape[-1] >= d:

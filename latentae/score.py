@@ -23,7 +23,7 @@ from pyro.poutine.messenger import Messenger
 from torch import Tensor, nn
 from torch.distributions import Distribution, constraints
 
-from latentae._util import Seed, check_finite, check_positive_int, seeded
+from latentae._util import Seed, check_finite, check_points, check_positive_int, seeded
 from latentae.conditionals import GaussianConditional
 from latentae.corruption import Corruption, Gaussian
 from latentae.denoising import CorruptedEncoder
@@ -45,22 +45,6 @@ _ENUMERATE_CELLS = 2**20
 
 
 # ---------------------------------------------------------------------------- DAE estimate
-
-
-def _check_x(x: Any, what: str = "x") -> Tensor:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{what} must be a torch.Tensor of shape (n, d), not {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(
-            f"{what} must be a floating-point tensor, got {x.dtype}; convert it with "
-            f"{what}.to(torch.get_default_dtype())"
-        )
-    if x.dim() != 2 or x.shape[0] == 0:
-        raise ValueError(
-            f"{what} must have shape (n, d) with rows as examples, got {tuple(x.shape)}"
-        )
-    check_finite(x, what)
-    return x
 
 
 def _noise_sd(sigma: Any) -> float:
@@ -155,7 +139,7 @@ def reconstruction(
             "encoder is a CorruptedEncoder, which corrupts x again; pass the encoder q(h|x̃) "
             "itself (corrupted.encoder): r(x) feeds x to it as the corrupted input"
         )
-    x = _check_x(x)
+    x = check_points(x)
     num_samples = check_positive_int("num_samples", num_samples)
     q = encoder(x)
     r = None
