@@ -610,6 +610,11 @@ def fit(
                         step,
                         path,
                     )
+        if own_group and world > 1:
+            # The ranks tear the group down together: one that leaves while rank 0 still
+            # writes the last checkpoint can abort in gloo's teardown ("terminate called
+            # without an active exception").
+            dist.barrier()
     except RuntimeError as e:
         # A dead or hung rank makes the next collective (DDP's buffer broadcast or gradient
         # all-reduce, the stop-flag all-reduce, the RNG-state gather) fail on every survivor:
